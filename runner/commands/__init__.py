@@ -1,0 +1,1 @@
+"""One module per `runner` command: argument handling and output, no show logic."""

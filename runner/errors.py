@@ -1,0 +1,56 @@
+"""Errors a person can act on: each names the file, line and column, and a way out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+
+class Severity(str, Enum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One problem in one file, printed as `file:line:col: error: $.path: message`."""
+
+    file: str
+    line: int  # 1-based; 0 when unknown
+    col: int  # 1-based; 0 when unknown
+    message: str
+    json_path: str = "$"
+    severity: Severity = Severity.ERROR
+
+    def format(self) -> str:
+        return (
+            f"{self.file}:{self.line}:{self.col}: {self.severity.value}: "
+            f"{self.json_path}: {self.message}"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "col": self.col,
+            "severity": self.severity.value,
+            "path": self.json_path,
+            "message": self.message,
+        }
+
+
+class RunnerError(Exception):
+    """Base of every error the runner reports to a person without a traceback."""
+
+
+class ValidationFailed(RunnerError):
+    """A scene or config file was rejected; `diagnostics` holds every problem at once."""
+
+    def __init__(self, diagnostics: list[Diagnostic]) -> None:
+        self.diagnostics = diagnostics
+        super().__init__("\n".join(d.format() for d in diagnostics))
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity is Severity.ERROR]

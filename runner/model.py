@@ -1,0 +1,199 @@
+"""The validated show model: scenes, actions and the room config as frozen dataclasses.
+
+Instances are built only from documents that passed schema and semantic validation
+(see `runner.scenefile` and `runner.configfile`); nothing here parses YAML.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
+
+MEDIA_SUFFIXES = ("/audio", "/video")
+
+
+class Route(str, Enum):
+    """Where an action goes: published over MQTT, or played locally."""
+
+    MQTT = "mqtt"
+    AUDIO = "audio"
+    VIDEO = "video"
+
+    @classmethod
+    def for_topic(cls, topic: str) -> Route:
+        """Topics ending /audio or /video play media locally; everything else is MQTT."""
+        if topic.endswith("/audio"):
+            return cls.AUDIO
+        if topic.endswith("/video"):
+            return cls.VIDEO
+        return cls.MQTT
+
+
+class Mode(str, Enum):
+    """What starting a scene does while it already runs."""
+
+    SINGLE = "single"  # ignore the new start
+    RESTART = "restart"  # stop the running one (safe state), start again
+    QUEUE = "queue"  # start after the running one ends
+
+
+class FeedbackPolicy(str, Enum):
+    """Whether an action waits for an OK/ERROR from its device."""
+
+    EXPECT = "expect"  # a timeout is logged
+    NONE = "none"  # nothing expected
+    REQUIRED = "required"  # a timeout or ERROR stops the scene into its safe state
+
+
+@dataclass(frozen=True)
+class Action:
+    """One cue: a message on a topic at an offset (seconds) from the scene start."""
+
+    at: float
+    topic: str
+    message: str
+    feedback: FeedbackPolicy = FeedbackPolicy.EXPECT
+    qos: int = 1
+    retain: bool = False
+    volume: int | None = None
+    feedback_topic: str | None = None
+    label: str | None = None
+    where: str = ""  # "file:line:col" of the action in its source, for messages
+
+    @property
+    def route(self) -> Route:
+        return Route.for_topic(self.topic)
+
+    @property
+    def is_media(self) -> bool:
+        return self.route is not Route.MQTT
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A timeline of actions; `id` is the file name without `.yaml`."""
+
+    id: str
+    name: str
+    room: str
+    actions: tuple[Action, ...]  # sorted by `at`, stable for equal offsets
+    duration: float  # explicit, or the last action's offset
+    mode: Mode = Mode.SINGLE
+    feedback_timeout: float | None = None  # None: the config's timeout
+    rounds: int | None = 1  # how many times to play; None = loop forever
+    on_stop: tuple[Action, ...] = ()
+    source: Path | None = None
+
+    @property
+    def loops_forever(self) -> bool:
+        return self.rounds is None
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    """TLS towards the broker: the CA is always verified, and so is the host name."""
+
+    ca_file: Path | None = None
+    certfile: Path | None = None
+    keyfile: Path | None = None
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    client_id: str = ""  # "" means rpi_room_<room>
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: TLSConfig | None = None
+    connect_retries: int = 5
+    retry_delay: float = 2.0
+    keepalive: int = 30
+
+
+@dataclass(frozen=True)
+class Show:
+    """A daily start of a scene: a crontab line, or a time of day with weekdays."""
+
+    scene: str
+    cron: str | None = None  # standard crontab meaning: 0 and 7 are Sunday
+    time: str | None = None  # "HH:MM"
+    days: tuple[str, ...] = ()  # mon..sun; empty means every day
+    require_devices: bool = False
+    where: str = ""
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """An MQTT message that starts a scene."""
+
+    topic: str
+    scene: str
+    message: str | None = None  # None: any payload
+    min_interval: float = 2.0  # seconds between two starts (bouncing buttons)
+    where: str = ""
+
+
+@dataclass(frozen=True)
+class DashboardConfig:
+    bind: str = "127.0.0.1"
+    port: int = 8080
+    token: str | None = field(default=None, repr=False)
+    enabled: bool = True
+    public_reads: bool = False  # reads without the token from other hosts
+
+
+def _frozen_devices(d: Mapping[str, tuple[str, ...]]) -> Mapping[str, tuple[str, ...]]:
+    return MappingProxyType(dict(d))
+
+
+@dataclass(frozen=True)
+class Config:
+    """The room's `runner.yaml`, resolved: paths absolute, secrets substituted."""
+
+    room: str
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
+    scenes_dir: Path = Path("scenes")
+    media_dir: Path = Path("media")
+    feedback_timeout: float = 1.0
+    status_topics: tuple[str, ...] = ("devices/+/status",)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+    shows: tuple[Show, ...] = ()
+    triggers: tuple[Trigger, ...] = ()
+    safe_state: tuple[Action, ...] = ()
+    devices: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: _frozen_devices({})
+    )
+    timezone: str | None = None  # None: the system's
+    history_file: Path | None = None  # None: history.sqlite3 beside the config
+    source: Path | None = None
+
+    @property
+    def client_id(self) -> str:
+        return self.broker.client_id or f"rpi_room_{self.room}"
+
+    @property
+    def feedback_topic(self) -> str:
+        return f"{self.room}/status"
+
+    @property
+    def runner_status_topic(self) -> str:
+        return f"runner/{self.room}/status"
+
+    @property
+    def runner_state_topic(self) -> str:
+        return f"runner/{self.room}/state"
+
+    @property
+    def runner_cmd_topic(self) -> str:
+        return f"runner/{self.room}/cmd"
+
+    def device_for_topic(self, topic: str) -> str | None:
+        """The device that serves `topic`, from the `devices` map."""
+        for device, topics in self.devices.items():
+            if topic in topics:
+                return device
+        return None

@@ -1,0 +1,1 @@
+"""MQTT side of the room: client, message routing, device registry, feedback tracking."""

@@ -1,0 +1,119 @@
+"""What happened when a scene ran: deliveries, feedback results and per-action records.
+
+Shared by the MQTT layer, the player, the run history and the dashboard, so that
+every part speaks of an outcome in the same words.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class Delivery(str, Enum):
+    """What became of one command or media cue."""
+
+    SENT = "sent"  # handed to the broker (QoS 1: acknowledged later by PUBACK)
+    SIMULATED = "simulated"  # simulation mode: logged, not sent
+    NOT_SENT = "not sent"  # broker away at its moment: dropped, never sent late
+    PLAYED = "played"  # media started
+    STOPPED = "stopped"  # media `stop`
+    FAILED = "failed"  # media missing or refused, or a publish error
+    CANCELLED = "cancelled"  # the scene stopped before its moment
+
+
+class FeedbackStatus(str, Enum):
+    OK = "OK"
+    ERROR = "ERROR"
+    TIMEOUT = "TIMEOUT"
+    PENDING = "PENDING"
+    NONE = "none"  # no feedback expected
+
+
+@dataclass(frozen=True)
+class FeedbackResult:
+    """A tracked command's confirmation, as the tracker hands it to its callback."""
+
+    command_id: int
+    topic: str
+    message: str
+    status: FeedbackStatus
+    latency: float | None  # seconds from publish to feedback; None for TIMEOUT
+    device: str | None = None  # the device that answered, when known
+
+
+@dataclass
+class ActionRecord:
+    """The account of one action in one run: planned and actual time, delivery, feedback."""
+
+    index: int
+    round: int
+    planned: float  # offset from the run's start, seconds
+    topic: str
+    message: str
+    route: str
+    label: str | None = None
+    actual: float | None = None
+    delivery: Delivery | None = None
+    feedback: FeedbackStatus = FeedbackStatus.NONE
+    feedback_latency: float | None = None
+    error: str | None = None
+
+    @property
+    def lateness(self) -> float | None:
+        return None if self.actual is None else self.actual - self.planned
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["lateness"] = self.lateness
+        d["delivery"] = self.delivery.value if self.delivery else None
+        d["feedback"] = self.feedback.value
+        return d
+
+
+class Outcome(str, Enum):
+    RUNNING = "running"
+    COMPLETED = "completed"  # every expected feedback confirmed
+    FEEDBACK_FAILED = "feedback failed"  # ran to the end, some feedback ERROR/TIMEOUT
+    STOPPED = "stopped"  # stopped early by a person or a command
+    PANIC = "panic"
+    ABORTED = "aborted"  # a `required` feedback failed
+    SHUTDOWN = "shutdown"  # the service stopped mid-scene
+
+
+@dataclass
+class SceneRun:
+    """One run of a scene, from its start to its end."""
+
+    run_id: str
+    scene_id: str
+    scene_name: str
+    trigger: str  # "manual", "show:<cron>", "trigger:<topic>", "cmd", "dashboard", ...
+    started_at: float  # wall-clock epoch seconds
+    duration: float
+    ended_at: float | None = None
+    outcome: Outcome = Outcome.RUNNING
+    records: list[ActionRecord] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[ActionRecord]:
+        return [
+            r
+            for r in self.records
+            if r.feedback in (FeedbackStatus.ERROR, FeedbackStatus.TIMEOUT)
+            or r.delivery in (Delivery.FAILED, Delivery.NOT_SENT)
+        ]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "scene": self.scene_id,
+            "name": self.scene_name,
+            "trigger": self.trigger,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "duration": self.duration,
+            "outcome": self.outcome.value,
+            "records": [r.to_json() for r in self.records],
+        }

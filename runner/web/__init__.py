@@ -1,0 +1,1 @@
+"""The staff dashboard: a Starlette app with a JSON API and live updates."""
