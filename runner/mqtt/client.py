@@ -1,0 +1,393 @@
+"""The broker connection: connect, retry, simulation mode, publish, subscribe, presence.
+
+One paho client per connection: when a connection drops, its paho client is abandoned
+with whatever it still had queued, and a fresh one connects. That is what guarantees
+that a command whose moment has passed is never delivered late by paho's own resend.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from runner.model import Config, TLSConfig
+from runner.records import Delivery
+
+log = logging.getLogger("mqtt")
+
+CONNACK_TIMEOUT = 5.0  # seconds from TCP connect to the broker's answer
+SOCKET_TIMEOUT = 5.0  # paho's connect timeout for the TCP (and TLS) handshake
+MIN_BACKOFF = 0.1  # first background reconnect delay; doubles up to max_backoff
+OFFLINE_FLUSH_TIMEOUT = 1.0  # how long disconnect() waits for `offline` to be sent
+# MQTT 3.1.1 CONNACK 4/5 and their MQTT 5 reason codes: a person must fix the login.
+AUTH_REFUSED = {4, 5, 134, 135}
+
+MessageHandler = Callable[[str, bytes, bool], None]
+Hook = Callable[[], None]
+
+
+class _Attempt(Enum):
+    CONNECTED = "connected"
+    UNREACHABLE = "unreachable"  # worth trying again
+    REFUSED = "refused"  # login or TLS refused: retrying cannot help
+
+
+@dataclass(eq=False)
+class _Link:
+    """One paho client for one connection attempt, and how its CONNACK went."""
+
+    paho: mqtt.Client
+    connack: threading.Event = field(default_factory=threading.Event)
+    reason: Any = None  # paho ReasonCode from CONNACK
+    dropped: bool = False  # abandoned: a late CONNACK must not revive it
+
+
+class MQTTClient:
+    """The room's MQTT connection; never raises because the broker is away."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 1883, client_id: str = "runner",
+                 *, username: str | None = None, password: str | None = None,
+                 tls: TLSConfig | None = None, connect_retries: int = 5,
+                 retry_delay: float = 2.0, keepalive: int = 30,
+                 presence_topic: str | None = None, max_backoff: float = 5.0,
+                 connack_timeout: float = CONNACK_TIMEOUT) -> None:
+        self.host = host
+        self.port = port
+        self.client_id = client_id
+        self._username = username
+        self._password = password
+        self._tls = tls
+        self._connect_retries = max(1, connect_retries)
+        self._retry_delay = retry_delay
+        self._keepalive = keepalive
+        self._presence_topic = presence_topic
+        self._max_backoff = max(MIN_BACKOFF, max_backoff)
+        self._connack_timeout = connack_timeout
+
+        self._lock = threading.Lock()
+        self._link: _Link | None = None  # the live connection, None while away
+        self._simulation = False
+        self._gave_up = False  # login or TLS refused: no more attempts
+        self._ever_connected = False
+        self._since = time.time()
+        self._reconnects = 0
+        self._messages_in = 0
+        self._messages_out = 0
+        self._subscriptions: dict[str, int] = {}
+        self._on_message: MessageHandler | None = None
+        self._on_connect: Hook | None = None
+        self._on_disconnect: Hook | None = None
+
+        self._closing = threading.Event()
+        self._wake = threading.Event()
+        self._supervisor: threading.Thread | None = None
+
+    @classmethod
+    def from_config(cls, config: Config) -> MQTTClient:
+        b = config.broker
+        return cls(b.host, b.port, config.client_id, username=b.username,
+                   password=b.password, tls=b.tls, connect_retries=b.connect_retries,
+                   retry_delay=b.retry_delay, keepalive=b.keepalive,
+                   presence_topic=config.runner_status_topic)
+
+    # -- state ---------------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def connected(self) -> bool:
+        with self._lock:
+            return self._link is not None
+
+    @property
+    def simulation(self) -> bool:
+        """True after the first connect failed and until the broker is reached."""
+        with self._lock:
+            return self._simulation
+
+    def health(self) -> dict[str, object]:
+        """Figures for the dashboard; `since` is the epoch of the last up/down change."""
+        with self._lock:
+            return {
+                "connected": self._link is not None,
+                "simulation": self._simulation,
+                "since": self._since,
+                "reconnects": self._reconnects,
+                "messages_in": self._messages_in,
+                "messages_out": self._messages_out,
+                "broker": self.address,
+                "gave_up": self._gave_up,
+            }
+
+    def set_handlers(self, on_message: MessageHandler | None = None,
+                     on_connect: Hook | None = None,
+                     on_disconnect: Hook | None = None) -> None:
+        """Callbacks run in the network thread: they must return quickly."""
+        with self._lock:
+            self._on_message = on_message
+            self._on_connect = on_connect
+            self._on_disconnect = on_disconnect
+
+    # -- connecting ------------------------------------------------------------------
+
+    def connect(self) -> bool:
+        """Try `connect_retries` times; False means simulation mode, retrying in background."""
+        self._closing.clear()
+        for attempt in range(1, self._connect_retries + 1):
+            outcome, why = self._attempt()
+            if outcome is _Attempt.CONNECTED:
+                self._start_supervisor()
+                return True
+            if outcome is _Attempt.REFUSED:
+                self._enter_simulation(give_up=True)
+                return False
+            log.warning("MQTT broker %s not reachable (attempt %d of %d): %s",
+                        self.address, attempt, self._connect_retries, why)
+            if attempt < self._connect_retries and self._closing.wait(self._retry_delay):
+                return False
+        self._enter_simulation(give_up=False)
+        log.warning("SIMULATION mode: the broker %s did not answer, so commands are logged, "
+                    "not sent; reconnecting in the background. Check that mosquitto runs "
+                    "and broker.host/port in runner.yaml.", self.address)
+        self._start_supervisor()
+        self._wake.set()
+        return False
+
+    def _enter_simulation(self, *, give_up: bool) -> None:
+        with self._lock:
+            self._simulation = True
+            self._gave_up = self._gave_up or give_up
+
+    def _new_paho(self) -> mqtt.Client:
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                             clean_session=True, reconnect_on_failure=False)
+        client.connect_timeout = SOCKET_TIMEOUT
+        # No local queue in front of the socket: a command goes now or not at all.
+        client.max_inflight_messages_set(0)
+        if self._username is not None:
+            client.username_pw_set(self._username, self._password)
+        if self._tls is not None:
+            client.tls_set_context(tls_context(self._tls))
+        if self._presence_topic:
+            client.will_set(self._presence_topic, "offline", qos=1, retain=True)
+        client.on_connect = self._handle_connect
+        client.on_disconnect = self._handle_disconnect
+        client.on_message = self._handle_message
+        return client
+
+    def _attempt(self) -> tuple[_Attempt, str]:
+        """One connection with a fresh paho client; waits for CONNACK (never in paho's thread)."""
+        link = _Link(self._new_paho())
+        link.paho.user_data_set(link)
+        try:
+            link.paho.connect(self.host, self.port, self._keepalive)
+        except ssl.SSLCertVerificationError as err:
+            log.error("TLS with MQTT broker %s failed: %s. Check broker.tls.ca_file (the CA "
+                      "that signed the broker's certificate) and that broker.host is the "
+                      "name in that certificate; running in SIMULATION mode.",
+                      self.address, err.verify_message or err)
+            self._drop(link)
+            return _Attempt.REFUSED, str(err)
+        except (OSError, ValueError) as err:
+            self._drop(link)
+            return _Attempt.UNREACHABLE, str(err) or type(err).__name__
+        link.paho.loop_start()
+        if not link.connack.wait(self._connack_timeout):
+            self._drop(link)
+            return _Attempt.UNREACHABLE, f"no answer to CONNECT within {self._connack_timeout}s"
+        reason = link.reason
+        if reason is not None and not reason.is_failure:
+            return _Attempt.CONNECTED, ""
+        self._drop(link)
+        if reason is not None and reason.value in AUTH_REFUSED:
+            log.error("MQTT broker %s refused the login (%s): check broker.username and the "
+                      "password (secrets.yaml or MQTT_PASSWORD) in runner.yaml; running in "
+                      "SIMULATION mode without further attempts.", self.address, reason)
+            return _Attempt.REFUSED, str(reason)
+        return _Attempt.UNREACHABLE, f"refused: {reason}"
+
+    def _drop(self, link: _Link) -> None:
+        """Abandon a connection and everything paho still holds for it."""
+        with self._lock:
+            link.dropped = True
+            if self._link is link:
+                self._link = None
+                self._since = time.time()
+        link.paho.on_connect = None
+        link.paho.on_disconnect = None
+        link.paho.on_message = None
+        try:
+            link.paho.disconnect()
+        except Exception:  # already gone; nothing to tell anyone
+            log.debug("disconnect of an abandoned connection failed", exc_info=True)
+        link.paho.loop_stop()
+
+    def _start_supervisor(self) -> None:
+        if self._supervisor is None or not self._supervisor.is_alive():
+            self._supervisor = threading.Thread(target=self._supervise,
+                                                name="mqtt-reconnect", daemon=True)
+            self._supervisor.start()
+
+    def _supervise(self) -> None:
+        """Reconnect in the background whenever woken, with a short capped backoff."""
+        while not self._closing.is_set():
+            self._wake.wait()
+            self._wake.clear()
+            delay = MIN_BACKOFF
+            while not self._closing.is_set() and not self.connected:
+                outcome, why = self._attempt()
+                if outcome is _Attempt.CONNECTED:
+                    break
+                if outcome is _Attempt.REFUSED:
+                    self._enter_simulation(give_up=True)
+                    return
+                log.debug("reconnect to %s failed: %s; next try in %.1fs",
+                          self.address, why, delay)
+                if self._closing.wait(delay):
+                    return
+                delay = min(delay * 2, self._max_backoff)
+
+    # -- paho callbacks (network thread: no waiting here) ------------------------------
+
+    def _handle_connect(self, client: mqtt.Client, link: _Link, _flags: Any, reason: Any,
+                        _props: Any) -> None:
+        link.reason = reason
+        if reason.is_failure:
+            link.connack.set()
+            return
+        with self._lock:
+            if link.dropped or self._closing.is_set():
+                link.connack.set()
+                return
+            self._link = link
+            self._since = time.time()
+            if self._ever_connected:
+                self._reconnects += 1
+            self._ever_connected = True
+            was_simulating = self._simulation
+            self._simulation = False
+            subscriptions = dict(self._subscriptions)
+            hook = self._on_connect
+        # Renewed on every connection, so retained presence refills the registry.
+        for topic_filter, qos in subscriptions.items():
+            client.subscribe(topic_filter, qos)
+        if self._presence_topic:
+            client.publish(self._presence_topic, "online", qos=1, retain=True)
+        log.info("connected to MQTT broker %s%s", self.address,
+                 " (simulation mode ended)" if was_simulating else "")
+        link.connack.set()
+        self._call(hook, "on_connect")
+
+    def _handle_disconnect(self, _client: mqtt.Client, link: _Link, _flags: Any,
+                           reason: Any, _props: Any) -> None:
+        with self._lock:
+            if self._link is not link:
+                return
+            self._link = None
+            self._since = time.time()
+            hook = self._on_disconnect
+        if not self._closing.is_set():
+            log.warning("lost the MQTT broker %s (%s): commands are not sent until it is "
+                        "back (never late); reconnecting", self.address, reason)
+            self._wake.set()
+        self._call(hook, "on_disconnect")
+
+    def _handle_message(self, _client: mqtt.Client, _link: _Link,
+                        msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self._messages_in += 1
+            handler = self._on_message
+        if handler is None:
+            return
+        try:
+            handler(msg.topic, bytes(msg.payload), bool(msg.retain))
+        except Exception:
+            log.exception("message handler failed on %s; message dropped", msg.topic)
+
+    @staticmethod
+    def _call(hook: Hook | None, name: str) -> None:
+        if hook is None:
+            return
+        try:
+            hook()
+        except Exception:
+            log.exception("%s handler failed", name)
+
+    # -- publishing and subscribing ------------------------------------------------------
+
+    def publish(self, topic: str, payload: str, qos: int = 1, retain: bool = False) -> Delivery:
+        """Send now or not at all: SENT, SIMULATED (simulation mode) or NOT_SENT."""
+        with self._lock:
+            link = self._link
+            simulation = self._simulation
+        if link is None:
+            if simulation:
+                log.info("SIMULATED %s = %s", topic, payload)
+                return Delivery.SIMULATED
+            log.warning("NOT SENT %s = %s: the broker %s is away", topic, payload, self.address)
+            return Delivery.NOT_SENT
+        try:
+            info = link.paho.publish(topic, payload, qos=qos, retain=retain)
+        except ValueError as err:
+            log.error("NOT SENT %s = %s: %s", topic, payload, err)
+            return Delivery.FAILED
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            # Whatever paho kept of it dies with this connection's client.
+            log.warning("NOT SENT %s = %s: %s", topic, payload, mqtt.error_string(info.rc))
+            return Delivery.NOT_SENT
+        with self._lock:
+            self._messages_out += 1
+        log.debug("sent %s = %s", topic, payload)
+        return Delivery.SENT
+
+    def subscribe(self, topic_filter: str, qos: int = 1) -> None:
+        """Remembered, and renewed on every (re)connect."""
+        with self._lock:
+            self._subscriptions[topic_filter] = qos
+            link = self._link
+        if link is not None:
+            link.paho.subscribe(topic_filter, qos)
+
+    def disconnect(self) -> None:
+        """Publish `offline` on the presence topic, close the connection, stop reconnecting."""
+        self._closing.set()
+        self._wake.set()
+        if self._supervisor is not None and self._supervisor is not threading.current_thread():
+            self._supervisor.join(timeout=self._connack_timeout + SOCKET_TIMEOUT)
+        with self._lock:
+            link = self._link
+        if link is not None:
+            if self._presence_topic:
+                info = link.paho.publish(self._presence_topic, "offline", qos=1, retain=True)
+                try:
+                    info.wait_for_publish(OFFLINE_FLUSH_TIMEOUT)
+                except (RuntimeError, ValueError):
+                    log.debug("offline presence not confirmed before disconnect")
+            with self._lock:
+                self._link = None
+                self._since = time.time()
+            self._drop(link)
+            log.info("disconnected from MQTT broker %s", self.address)
+
+
+def tls_context(tls: TLSConfig) -> ssl.SSLContext:
+    """Certificate and host name always verified; a client certificate when configured."""
+    context = ssl.create_default_context(
+        cafile=str(tls.ca_file) if tls.ca_file else None)
+    context.check_hostname = True
+    context.verify_mode = ssl.CERT_REQUIRED
+    if tls.certfile:
+        context.load_cert_chain(str(tls.certfile),
+                                str(tls.keyfile) if tls.keyfile else None)
+    return context

@@ -1,0 +1,86 @@
+"""Device presence: which ESP32s are online, since when, and when each was last heard from."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+log = logging.getLogger("mqtt_devices")
+
+ONLINE = "online"
+OFFLINE = "offline"
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """One device as last reported; times are wall-clock epoch seconds, for display."""
+
+    id: str
+    online: bool
+    last_seen: float  # the last presence message, repeated or not
+    since: float  # when `online` last changed
+
+
+DeviceListener = Callable[[DeviceInfo], None]
+
+
+class DeviceRegistry:
+    """Presence of every device seen on the broker; safe to read from any thread."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._devices: dict[str, DeviceInfo] = {}
+        self._listeners: list[DeviceListener] = []
+
+    def update_device_status(self, device_id: str, status: str) -> None:
+        """Record `online` / `offline` (any case); listeners hear only of changes."""
+        word = status.strip().lower()
+        if word not in (ONLINE, OFFLINE):
+            log.warning("ignored presence %r for device %s: expected online or offline",
+                        status[:40], device_id)
+            return
+        online = word == ONLINE
+        now = self._clock()
+        with self._lock:
+            before = self._devices.get(device_id)
+            changed = before is None or before.online != online
+            info = DeviceInfo(device_id, online, now, now if changed or before is None
+                              else before.since)
+            self._devices[device_id] = info
+            listeners = list(self._listeners) if changed else []
+        if not changed:
+            return
+        # A device first seen offline is news too: it is known but not there.
+        if online:
+            log.info("📶 device %s connected", device_id)
+        else:
+            log.warning("📴 device %s disconnected", device_id)
+        for listener in listeners:
+            try:
+                listener(info)
+            except Exception:
+                log.exception("device listener failed for %s", device_id)
+
+    def get_connected_devices(self) -> list[str]:
+        """Ids of the devices online now, sorted."""
+        with self._lock:
+            return sorted(d.id for d in self._devices.values() if d.online)
+
+    def get_all_devices(self) -> dict[str, DeviceInfo]:
+        """A snapshot of every known device by id."""
+        with self._lock:
+            return dict(self._devices)
+
+    def clear_devices(self) -> None:
+        """Forget everything, e.g. before retained presence refills the registry."""
+        with self._lock:
+            self._devices.clear()
+
+    def add_listener(self, listener: DeviceListener) -> None:
+        """Call `listener(info)` whenever a device appears or goes on- or offline."""
+        with self._lock:
+            self._listeners.append(listener)
