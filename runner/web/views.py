@@ -1,0 +1,343 @@
+"""What the dashboard shows, as JSON: built from the room's state, times in the room's timezone.
+
+The `Room` protocol lists exactly what the dashboard reads and calls on the room
+service; every view here is a plain function of it, so the API endpoints, the
+server-sent snapshot and the tests all see the same shapes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, tzinfo
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import tzlocal
+
+from runner.model import Config, Scene, Show
+from runner.records import FeedbackResult, FeedbackStatus, SceneRun
+
+log = logging.getLogger("dashboard")
+
+FAILURES_SHOWN = 20
+RUNS_SHOWN = 10
+STAMPS_KEPT = 500
+
+
+class DeviceView(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def online(self) -> bool: ...
+    @property
+    def last_seen(self) -> float: ...
+    @property
+    def since(self) -> float: ...
+
+
+class ClientView(Protocol):
+    def health(self) -> Mapping[str, object]: ...
+
+
+class RegistryView(Protocol):
+    def get_all_devices(self) -> Mapping[str, DeviceView]: ...
+
+
+class TrackerView(Protocol):
+    def recent_results(self, n: int = 50) -> Sequence[FeedbackResult]: ...
+
+
+class PlayerView(Protocol):
+    def state(self) -> Mapping[str, object]: ...
+
+
+class HistoryView(Protocol):
+    def last_runs(self, n: int = 20) -> Sequence[Mapping[str, Any]]: ...
+
+
+class Room(Protocol):
+    """The part of `runner.service.RoomService` the dashboard uses (docs/interfaces.md)."""
+
+    @property
+    def config(self) -> Config: ...
+    @property
+    def client(self) -> ClientView: ...
+    @property
+    def registry(self) -> RegistryView: ...
+    @property
+    def tracker(self) -> TrackerView: ...
+    @property
+    def player(self) -> PlayerView: ...
+    @property
+    def history(self) -> HistoryView: ...
+    @property
+    def scenes(self) -> Mapping[str, Scene]: ...
+
+    def next_shows(self) -> Sequence[tuple[Show, datetime | None]]: ...
+    def play(self, scene_id: str, trigger: str) -> SceneRun | None: ...
+    def stop(self) -> None: ...
+    def panic(self) -> None: ...
+    def add_change_listener(self, cb: Callable[[], None]) -> None: ...
+
+
+def room_timezone(config: Config) -> tzinfo:
+    """The config's `timezone`, else the system's."""
+    if config.timezone:
+        try:
+            return ZoneInfo(config.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            log.warning("Unknown timezone %r in the config; showing the system's time",
+                        config.timezone)
+    zone: tzinfo = tzlocal.get_localzone()
+    return zone
+
+
+def timezone_name(tz: tzinfo) -> str:
+    return str(getattr(tz, "key", None) or tz.tzname(datetime.now(tz)) or "local")
+
+
+def iso(epoch: object, tz: tzinfo) -> str | None:
+    """Epoch seconds as ISO 8601 with the room's UTC offset; None stays None."""
+    if isinstance(epoch, bool) or not isinstance(epoch, (int, float)):
+        return None
+    return datetime.fromtimestamp(float(epoch), tz).isoformat(timespec="seconds")
+
+
+class FailureClock:
+    """Remembers when each feedback failure was first seen (results carry no time)."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._seen: OrderedDict[int, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def stamp(self, results: Sequence[FeedbackResult]) -> dict[int, float]:
+        now = self._clock()
+        with self._lock:
+            for r in results:
+                self._seen.setdefault(r.command_id, now)
+            while len(self._seen) > STAMPS_KEPT:
+                self._seen.popitem(last=False)
+            return {r.command_id: self._seen[r.command_id] for r in results}
+
+
+def status_view(room: Room, tz: tzinfo) -> dict[str, Any]:
+    health = dict(room.client.health())
+    devices = room.registry.get_all_devices()
+    state = room.player.state()
+    return {
+        "room": room.config.room,
+        "now": iso(time.time(), tz),
+        "timezone": timezone_name(tz),
+        "broker": {
+            "connected": bool(health.get("connected")),
+            "address": health.get("broker"),
+            "since": iso(health.get("since"), tz),
+            "reconnects": health.get("reconnects"),
+            "messages_in": health.get("messages_in"),
+            "messages_out": health.get("messages_out"),
+        },
+        "playing": state.get("scene"),
+        "devices": {
+            "online": sum(1 for d in devices.values() if d.online),
+            "total": len(devices),
+        },
+    }
+
+
+def devices_view(room: Room, tz: tzinfo) -> dict[str, Any]:
+    devices = sorted(room.registry.get_all_devices().values(), key=lambda d: d.id)
+    return {
+        "devices": [
+            {
+                "id": d.id,
+                "online": d.online,
+                "state": "online" if d.online else "offline",
+                "last_seen": iso(d.last_seen, tz),
+                "since": iso(d.since, tz),
+            }
+            for d in devices
+        ]
+    }
+
+
+def _cue_state(record: Mapping[str, Any] | None) -> str:
+    """One word per cue, which the page turns into a colour and a symbol."""
+    if record is None or (record.get("delivery") is None and record.get("actual") is None):
+        return "waiting"
+    delivery = record.get("delivery")
+    if delivery in ("failed", "not sent"):
+        return "failed"
+    if delivery == "cancelled":
+        return "cancelled"
+    feedback = record.get("feedback")
+    if feedback == FeedbackStatus.OK.value:
+        return "ok"
+    if feedback == FeedbackStatus.ERROR.value:
+        return "error"
+    if feedback == FeedbackStatus.TIMEOUT.value:
+        return "timeout"
+    if feedback == FeedbackStatus.PENDING.value:
+        return "pending"
+    # Sent with nothing tracked (media, `feedback: none`, simulation): grey.
+    return "no-feedback"
+
+
+def _number(value: object, default: float = 0.0) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        else default
+
+
+def scene_view(room: Room, tz: tzinfo) -> dict[str, Any]:
+    """The playing scene's current round: its cues with their state, the playhead, the next cue.
+
+    `elapsed` and `duration` are within the round, so a looping scene's bar starts over;
+    `round` counts from 1.
+    """
+    state = dict(room.player.state())
+    scene_id = state.get("scene")
+    if not scene_id:
+        return {"playing": False, "scene": None, "cues": []}
+    scene = room.scenes.get(str(scene_id))
+    rnd = int(_number(state.get("round")))
+    elapsed_total = _number(state.get("elapsed"))
+    length = scene.duration if scene is not None else _number(state.get("duration"))
+    records: dict[int, Mapping[str, Any]] = {}
+    raw_records = state.get("records")
+    for rec in raw_records if isinstance(raw_records, list) else []:
+        # index -1: an action injected outside the timeline; other rounds are not drawn
+        if isinstance(rec, Mapping) and rec.get("round", rnd) == rnd \
+                and isinstance(rec.get("index"), int) and rec["index"] >= 0:
+            records[rec["index"]] = rec
+    cues: list[dict[str, Any]] = []
+    if scene is not None:
+        for i, action in enumerate(scene.actions):
+            rec = records.get(i)
+            cues.append({
+                "index": i, "at": action.at, "topic": action.topic,
+                "message": action.message, "label": action.label,
+                "feedback": "none" if action.is_media else action.feedback.value,
+                "state": _cue_state(rec),
+                "latency": rec.get("feedback_latency") if rec else None,
+            })
+    else:  # played from a file outside scenes_dir: the records are all there is
+        for i, rec in sorted(records.items()):
+            cues.append({
+                "index": i, "at": _number(rec.get("planned")) - rnd * length,
+                "topic": rec.get("topic"), "message": rec.get("message"),
+                "label": rec.get("label"),
+                "feedback": "none" if rec.get("feedback") in (None, "none") else "expect",
+                "state": _cue_state(rec),
+                "latency": rec.get("feedback_latency"),
+            })
+    return {
+        "playing": True,
+        "scene": scene_id,
+        "name": state.get("name") or (scene.name if scene else scene_id),
+        "run_id": state.get("run_id"),
+        "started_at": iso(state.get("started_at"), tz),
+        "elapsed": round(max(0.0, elapsed_total - rnd * length), 3),
+        "duration": length,
+        "round": rnd + 1,
+        "rounds": scene.rounds if scene is not None else 1,  # None: loops forever
+        "next_cue": state.get("next_cue"),
+        "cues": cues,
+    }
+
+
+def failures_view(room: Room, tz: tzinfo, clock: FailureClock) -> dict[str, Any]:
+    """Recent feedback errors and timeouts, newest first."""
+    results = list(room.tracker.recent_results(50))
+    stamps = clock.stamp(results)
+    failed = [r for r in results if r.status in (FeedbackStatus.ERROR, FeedbackStatus.TIMEOUT)]
+    failed.sort(key=lambda r: (stamps[r.command_id], r.command_id), reverse=True)
+    return {
+        "failures": [
+            {
+                "command_id": r.command_id,
+                "topic": r.topic,
+                "message": r.message,
+                "status": r.status.value,
+                "latency": r.latency,
+                "device": r.device,
+                "time": iso(stamps[r.command_id], tz),
+            }
+            for r in failed[:FAILURES_SHOWN]
+        ]
+    }
+
+
+def _show_rule(show: Show) -> str:
+    if show.cron:
+        return f"cron {show.cron}"
+    days = ",".join(show.days) if show.days else "daily"
+    return f"{show.time} {days}"
+
+
+def shows_view(room: Room, tz: tzinfo) -> dict[str, Any]:
+    starts = list(room.next_shows())
+    starts.sort(key=lambda s: (s[1] is None, s[1].timestamp() if s[1] else 0.0))
+    return {
+        "shows": [
+            {
+                "scene": show.scene,
+                "rule": _show_rule(show),
+                "next": when.astimezone(tz).isoformat(timespec="seconds") if when else None,
+            }
+            for show, when in starts
+        ]
+    }
+
+
+def history_view(room: Room, tz: tzinfo) -> dict[str, Any]:
+    """The last runs; per-action records are left to `runner history` to keep this small."""
+    runs = []
+    for run in room.history.last_runs(RUNS_SHOWN):
+        item = {k: v for k, v in run.items() if k != "records"}
+        for key in ("started_at", "ended_at"):
+            if isinstance(item.get(key), (int, float)):
+                item[key] = iso(item[key], tz)
+        records = run.get("records")
+        if "failures" not in item and isinstance(records, list):
+            item["failures"] = sum(
+                1 for r in records if isinstance(r, Mapping)
+                and (r.get("feedback") in ("ERROR", "TIMEOUT")
+                     or r.get("delivery") in ("failed", "not sent"))
+            )
+        runs.append(item)
+    return {"runs": runs}
+
+
+def scenes_view(room: Room) -> dict[str, Any]:
+    return {
+        "scenes": [
+            {"id": s.id, "name": s.name, "duration": s.duration, "mode": s.mode.value,
+             "cues": len(s.actions)}
+            for s in sorted(room.scenes.values(), key=lambda s: s.id)
+        ]
+    }
+
+
+def snapshot(room: Room, tz: tzinfo, clock: FailureClock) -> dict[str, Any]:
+    """Everything the page shows; a part that fails is reported and the rest still shown."""
+    parts: dict[str, Callable[[], dict[str, Any]]] = {
+        "status": lambda: status_view(room, tz),
+        "devices": lambda: devices_view(room, tz),
+        "scene": lambda: scene_view(room, tz),
+        "failures": lambda: failures_view(room, tz, clock),
+        "shows": lambda: shows_view(room, tz),
+        "history": lambda: history_view(room, tz),
+        "scenes": lambda: scenes_view(room),
+    }
+    out: dict[str, Any] = {}
+    for name, build in parts.items():
+        try:
+            out[name] = build()
+        except Exception:  # a broken part must not blank the whole dashboard
+            log.exception("Dashboard could not read %s", name)
+            out[name] = {"error": f"The dashboard could not read the {name}; see the log."}
+    return out
