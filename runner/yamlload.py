@@ -1,0 +1,402 @@
+"""YAML loading for scene and config files: YAML 1.2 core schema, a position for every value.
+
+Only the YAML 1.2 core scalars are recognised (null, true/false, ints, floats), so what
+staff write stays what is sent: `ON`, `yes`, `1:30` and `2024-05-01` remain text, and
+the source text of every scalar is kept (`message: 0172` is sent as "0172"). Values are
+built from the composed node graph by this module, never by PyYAML's constructors, so
+no tag can construct an object; aliases are bounded by counting the expanded values
+before anything is built.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import yaml
+from yaml.composer import Composer
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.parser import Parser
+from yaml.reader import Reader
+from yaml.resolver import Resolver
+from yaml.scanner import Scanner
+
+from runner.errors import Diagnostic, Severity, ValidationFailed
+
+JsonPath = tuple[str | int, ...]
+
+MAX_FILE_BYTES = 4 * 1024 * 1024  # a scene of 10,000 actions is well under 1 MiB
+MAX_VALUES = 200_000  # values after alias expansion: refuses "billion laughs" documents
+MAX_DEPTH = 64  # nesting of lists and mappings
+
+_STR = "tag:yaml.org,2002:str"
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+_BOOL = "tag:yaml.org,2002:bool"
+_NULL = "tag:yaml.org,2002:null"
+_SEQ = "tag:yaml.org,2002:seq"
+_MAP = "tag:yaml.org,2002:map"
+
+
+class CoreResolver(Resolver):
+    """Implicit types of the YAML 1.2 core schema, and nothing else (no 1.1 yes/on/sexagesimal)."""
+
+    yaml_implicit_resolvers: ClassVar[dict[Any, Any]] = {}  # type: ignore[misc]
+
+
+CoreResolver.add_implicit_resolver(
+    _NULL, re.compile(r"^(?:~|null|Null|NULL|)$"), [*"~nN", ""]
+)
+CoreResolver.add_implicit_resolver(
+    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+CoreResolver.add_implicit_resolver(
+    _INT, re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789")
+)
+CoreResolver.add_implicit_resolver(
+    _FLOAT,
+    re.compile(
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+.0123456789"),
+)
+
+
+class _PyComposer(Reader, Scanner, Parser, Composer, CoreResolver):
+    """The pure-Python parser, used when PyYAML was built without libyaml."""
+
+    def __init__(self, stream: str) -> None:
+        Reader.__init__(self, stream)
+        Scanner.__init__(self)
+        Parser.__init__(self)
+        Composer.__init__(self)
+        CoreResolver.__init__(self)
+
+
+try:
+    from yaml import CParser  # type: ignore[attr-defined]  # libyaml: same marks, faster
+
+    class _CComposer(CParser, CoreResolver):  # type: ignore[misc]
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            CoreResolver.__init__(self)
+
+    _Composer: type = _CComposer
+except ImportError:  # pragma: no cover - depends on how PyYAML was built
+    _Composer = _PyComposer
+
+
+@dataclass(frozen=True)
+class Position:
+    """1-based line and column in a source file."""
+
+    line: int
+    col: int
+
+
+class TagError(Exception):
+    """Raised by a tag handler (e.g. a missing `!secret`); becomes a diagnostic at the tag."""
+
+
+TagHandler = Callable[[str], Any]
+
+
+@dataclass
+class Document:
+    """A loaded YAML file: plain values plus where each one came from."""
+
+    file: str
+    value: Any
+    positions: dict[JsonPath, Position] = field(default_factory=dict)
+    key_positions: dict[JsonPath, Position] = field(default_factory=dict)
+    texts: dict[JsonPath, str] = field(default_factory=dict)  # source text of scalars
+    secret_paths: set[JsonPath] = field(default_factory=set)
+
+    def position(self, path: JsonPath, *, key: bool = False) -> Position:
+        """Where `path` starts (its key when `key`); the nearest known ancestor otherwise."""
+        if key and path in self.key_positions:
+            return self.key_positions[path]
+        p = path
+        while p:
+            if p in self.positions:
+                return self.positions[p]
+            p = p[:-1]
+        return self.positions.get((), Position(1, 1))
+
+    def where(self, path: JsonPath) -> str:
+        pos = self.position(path)
+        return f"{self.file}:{pos.line}:{pos.col}"
+
+    def text(self, path: JsonPath) -> str | None:
+        """The scalar at `path` exactly as written (quotes removed)."""
+        return self.texts.get(path)
+
+    def is_secret(self, path: JsonPath) -> bool:
+        return any(path[: len(s)] == s for s in self.secret_paths)
+
+    def diagnostic(self, path: JsonPath, message: str, *, key: bool = False,
+                   severity: Severity = Severity.ERROR) -> Diagnostic:
+        pos = self.position(path, key=key)
+        return Diagnostic(self.file, pos.line, pos.col, message, json_path(path), severity)
+
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def json_path(path: JsonPath) -> str:
+    """`("actions", 0, "topic")` → `$.actions[0].topic`."""
+    out = ["$"]
+    for part in path:
+        if isinstance(part, int):
+            out.append(f"[{part}]")
+        elif _IDENT.match(part):
+            out.append(f".{part}")
+        else:
+            out.append(f"[{part!r}]")
+    return "".join(out)
+
+
+def load_file(path: Path, *, tags: Mapping[str, TagHandler] | None = None,
+              display: str | None = None) -> Document:
+    """Read and load one YAML file; raises ValidationFailed with every problem found."""
+    name = display if display is not None else str(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ValidationFailed([Diagnostic(
+                name, 1, 1, f"the file is {size} bytes; files over {MAX_FILE_BYTES} bytes "
+                "are refused (is it really a scene?)")])
+        data = path.read_bytes()
+    except IsADirectoryError:
+        raise ValidationFailed([Diagnostic(
+            name, 0, 0, "this is a folder, not a YAML file")]) from None
+    except FileNotFoundError:
+        raise ValidationFailed([Diagnostic(
+            name, 0, 0, "no such file: check the name and the folder you run from")]) from None
+    except OSError as e:
+        raise ValidationFailed([Diagnostic(
+            name, 0, 0, f"cannot read the file: {e.strerror}")]) from None
+    return load_bytes(data, name, tags=tags)
+
+
+def load_bytes(data: bytes, file: str, *, tags: Mapping[str, TagHandler] | None = None,
+               ) -> Document:
+    """Decode UTF-8 (a BOM is allowed) and load; non-UTF-8 bytes are an error at their line."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise ValidationFailed([Diagnostic(
+            file, line, col,
+            f"the file is not UTF-8 text (byte 0x{data[e.start]:02x} here); "
+            "save it as UTF-8 in your editor")]) from None
+    return load_text(text, file, tags=tags)
+
+
+def load_text(text: str, file: str, *, tags: Mapping[str, TagHandler] | None = None,
+              ) -> Document:
+    """Load YAML text with the core schema; raises ValidationFailed listing every problem."""
+    node = _compose(text, file)
+    if node is None:
+        raise ValidationFailed([Diagnostic(
+            file, 1, 1, "the file is empty: it holds no YAML keys")])
+    _check_size(node, file)
+    builder = _Builder(file, dict(tags or {}))
+    value = builder.build(node, (), 0)
+    if builder.errors:
+        raise ValidationFailed(builder.errors)
+    builder.doc.value = value
+    return builder.doc
+
+
+def _compose(text: str, file: str) -> Node | None:
+    try:
+        loader = _Composer(text)
+        try:
+            return loader.get_single_node()  # type: ignore[no-any-return]
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as e:
+        raise ValidationFailed([_syntax_diagnostic(e, text, file)]) from None
+    except yaml.reader.ReaderError as e:
+        line, col = _line_col(text, e.position)
+        raise ValidationFailed([Diagnostic(
+            file, line, col,
+            f"character U+{_codepoint(e.character):04X} is not allowed in YAML; delete it "
+            "(it is often pasted in invisibly)")]) from None
+    except RecursionError:
+        raise ValidationFailed([Diagnostic(
+            file, 1, 1, "the document is nested too deeply to be a scene or config")]) from None
+
+
+def _codepoint(character: object) -> int:
+    return character if isinstance(character, int) else ord(str(character)[:1] or "\0")
+
+
+def _line_col(text: str, index: int) -> tuple[int, int]:
+    index = max(0, min(index, len(text)))
+    line = text.count("\n", 0, index) + 1
+    return line, index - (text.rfind("\n", 0, index) + 1) + 1
+
+
+def _syntax_diagnostic(e: yaml.MarkedYAMLError, text: str, file: str) -> Diagnostic:
+    mark = e.problem_mark or e.context_mark
+    line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    lines = text.splitlines()
+    here = lines[line - 1][col - 1:col] if 0 < line <= len(lines) else ""
+    if here == "\t" or (e.problem and "\t" in e.problem) or (
+        e.problem and "tab" in e.problem and line <= len(lines)
+        and "\t" in lines[line - 1]
+    ):
+        return Diagnostic(file, line, col,
+                          "a tab is used for indentation; YAML needs spaces: "
+                          "replace the tab with spaces")
+    problem = e.problem or "invalid YAML"
+    hint = ""
+    if "mapping values are not allowed" in problem:
+        hint = "; a value that contains ': ' needs quotes"
+    elif "found duplicate anchor" in problem or "found undefined alias" in problem:
+        hint = "; check the &anchor and *alias names"
+    context = f" ({e.context})" if e.context else ""
+    return Diagnostic(file, line, col, f"YAML syntax error: {problem}{context}{hint}")
+
+
+def _check_size(root: Node, file: str) -> None:
+    """Count values after alias expansion without expanding: linear in the node graph."""
+    sizes: dict[int, int] = {}
+    in_progress: set[int] = set()
+
+    def size(node: Node, depth: int) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in in_progress:
+            raise ValidationFailed([_at(node, file, "an alias refers to the list or mapping "
+                                                  "that contains it; remove the *alias")])
+        if depth > MAX_DEPTH:
+            raise ValidationFailed([_at(node, file, f"nested more than {MAX_DEPTH} levels "
+                                                  "deep; that is not a scene or config")])
+        in_progress.add(key)
+        total = 1
+        if isinstance(node, SequenceNode):
+            total += sum(size(child, depth + 1) for child in node.value)
+        elif isinstance(node, MappingNode):
+            total += sum(size(k, depth + 1) + size(v, depth + 1) for k, v in node.value)
+        in_progress.discard(key)
+        sizes[key] = total
+        if total > MAX_VALUES:
+            raise ValidationFailed([_at(
+                root, file, f"the document expands to more than {MAX_VALUES} values through "
+                "aliases (*name); refused (a 'billion laughs' document?)")])
+        return total
+
+    size(root, 0)
+
+
+def _at(node: Node, file: str, message: str) -> Diagnostic:
+    return Diagnostic(file, node.start_mark.line + 1, node.start_mark.column + 1, message)
+
+
+class _Builder:
+    """Turns nodes into plain values, recording positions, source text and problems."""
+
+    def __init__(self, file: str, tags: dict[str, TagHandler]) -> None:
+        self.doc = Document(file, None)
+        self.tags = tags
+        self.errors: list[Diagnostic] = []
+
+    def error(self, node: Node, path: JsonPath, message: str) -> None:
+        m = node.start_mark
+        self.errors.append(Diagnostic(self.doc.file, m.line + 1, m.column + 1, message,
+                                      json_path(path)))
+
+    def build(self, node: Node, path: JsonPath, depth: int) -> Any:
+        self.doc.positions[path] = Position(node.start_mark.line + 1, node.start_mark.column + 1)
+        tag = node.tag
+        if isinstance(node, ScalarNode):
+            self.doc.texts[path] = node.value
+            if tag in self.tags:
+                try:
+                    value = self.tags[tag](node.value)
+                except TagError as e:
+                    self.error(node, path, str(e))
+                    return None
+                self.doc.secret_paths.add(path)
+                return value
+            return self.scalar(node, path)
+        if tag in self.tags:
+            self.error(node, path, f"{tag} takes a single name, e.g. `{tag} mqtt_password`")
+            return None
+        if isinstance(node, SequenceNode):
+            if tag != _SEQ:
+                self.unknown_tag(node, path)
+            return [self.build(child, (*path, i), depth + 1) for i, child in enumerate(node.value)]
+        if isinstance(node, MappingNode):
+            if tag != _MAP:
+                self.unknown_tag(node, path)
+            return self.mapping(node, path, depth)
+        raise AssertionError(f"unexpected YAML node {node!r}")  # pragma: no cover
+
+    def unknown_tag(self, node: Node, path: JsonPath) -> None:
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+        allowed = ", ".join(sorted(self.tags)) or "none in this file"
+        self.error(node, path, f"tag {tag} is not allowed (refused, never constructed); "
+                               f"allowed tags: {allowed}")
+
+    def mapping(self, node: MappingNode, path: JsonPath, depth: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        first_line: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, ScalarNode) or key_node.tag not in (
+                _STR, _INT, _FLOAT, _BOOL, _NULL
+            ):
+                self.error(key_node, path, "a key must be a plain word, not a list, "
+                                           "mapping or tagged value")
+                continue
+            key = str(key_node.value)
+            line = key_node.start_mark.line + 1
+            if key in first_line:
+                self.error(key_node, (*path, key),
+                           f"duplicate key '{key}' (first on line {first_line[key]}); "
+                           "remove one of them")
+                continue
+            first_line[key] = line
+            kpath = (*path, key)
+            self.doc.key_positions[kpath] = Position(line, key_node.start_mark.column + 1)
+            out[key] = self.build(value_node, kpath, depth + 1)
+        return out
+
+    def scalar(self, node: ScalarNode, path: JsonPath) -> Any:
+        text, tag = node.value, node.tag
+        try:
+            if tag in (_STR, "!"):
+                return text
+            if tag == _NULL:
+                return None
+            if tag == _BOOL:
+                if text.lower() not in ("true", "false"):
+                    raise ValueError
+                return text.lower() == "true"
+            if tag == _INT:
+                t = text
+                if t.startswith("0o"):
+                    return int(t[2:], 8)
+                return int(t, 16) if t.startswith("0x") else int(t, 10)
+            if tag == _FLOAT:
+                low = text.lower()
+                if low.lstrip("+-") == ".inf":
+                    return -math.inf if low.startswith("-") else math.inf
+                if low == ".nan":
+                    return math.nan
+                return float(text)
+        except ValueError:
+            self.error(node, path, f"{text!r} is not a valid {tag.rsplit(':', 1)[-1]}")
+            return None
+        self.unknown_tag(node, path)
+        return None
