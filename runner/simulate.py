@@ -91,6 +91,11 @@ def parse_device(text: str) -> tuple[str, tuple[str, ...]]:
     return device_id.strip(), topics
 
 
+def devices_for_topics(topics: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """One virtual device per command topic, named after it: room1/light -> esp32_room1_light."""
+    return {f"esp32_{t.replace('/', '_')}": (t,) for t in dict.fromkeys(topics)}
+
+
 def _answers(topic: str) -> bool:
     # Feedback and presence arrive on */status, and the runner's own topics are not
     # commands: answering them would echo forever under a wildcard subscription.
@@ -145,7 +150,9 @@ class VirtualDevice:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_change: Callable[[VirtualDevice], None] = lambda _d: None
         self._on_answer: Callable[[Answer], None] = lambda _a: None
-        self._online = False
+        self._online = False  # connected, subscribed, and `online` acknowledged
+        self._connected = False
+        self._online_mid = -1
         self._stopping = False
         self._backoff = RECONNECT_MIN
         self._away_until = 0.0
@@ -168,6 +175,7 @@ class VirtualDevice:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_publish = self._on_publish
         self.client.on_socket_open = self._on_socket_open
         self.client.on_socket_close = self._on_socket_close
         self.client.on_socket_register_write = self._on_register_write
@@ -218,7 +226,7 @@ class VirtualDevice:
         self._pending.clear()
         if self.client.socket() is None:
             return False
-        if self._online:
+        if self._connected:
             self.client.publish(self.status_topic, "offline", qos=1, retain=True)
         self.client.disconnect()
         return True
@@ -277,16 +285,23 @@ class VirtualDevice:
             return
         assert self._loop is not None
         self._backoff = RECONNECT_MIN
+        self._connected = True
         client.subscribe([(t, 1) for t in self.topics])
-        client.publish(self.status_topic, "online", qos=1, retain=True)
-        self._online = True
-        self._on_change(self)
+        # The broker handles one connection's packets in order: once `online` is
+        # acknowledged, the subscriptions before it are in place.
+        self._online_mid = client.publish(self.status_topic, "online", qos=1, retain=True).mid
         if self.flaky:
             up = self._rng.uniform(*self.flaky.up)
             away = self._rng.uniform(*self.flaky.down)
             self._later(up, lambda: self.drop(away))
 
+    def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, _r: Any, _p: Any) -> None:
+        if mid == self._online_mid and self._connected:
+            self._online = True
+            self._on_change(self)
+
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        self._connected = False
         was_online, self._online = self._online, False
         if was_online:
             self._on_change(self)
@@ -318,7 +333,7 @@ class VirtualDevice:
         self._pending.add(handle)
 
     def _answer(self, topic: str, message: str, status: str, arrived: float) -> None:
-        if not self._online:
+        if not self._connected:
             return  # a device that lost its network does not answer
         feedback_topic = self.feedback_topic(topic)
         payload = json.dumps({"status": status, "topic": topic}) if self.json_feedback else status
