@@ -1,0 +1,86 @@
+"""`runner plan SCENE`: a scene's timeline as a table, without touching MQTT or media."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from runner.checks import format_offset
+from runner.cli import EXIT_ERROR, EXIT_OK
+from runner.commands._common import config_from_args, print_diagnostics
+from runner.errors import RunnerError, ValidationFailed
+from runner.model import Action, Scene
+from runner.scenefile import load_scene, resolve_scene_ref
+
+NO_FEEDBACK = "—"  # media plays locally: no device answers
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(args)
+        path = resolve_scene_ref(args.scene, config.scenes_dir)
+        # Without a runner.yaml, media files are checked only if ./media exists.
+        media_dir = config.media_dir if config.source or config.media_dir.is_dir() else None
+        scene = load_scene(path, default_room=config.room, media_dir=media_dir)
+    except ValidationFailed as e:
+        print_diagnostics(e.diagnostics, stream=sys.stderr)
+        return EXIT_ERROR
+    except RunnerError as e:
+        print(f"runner plan: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    write_plan(scene, sys.stdout, feedback_timeout=scene.feedback_timeout
+               or config.feedback_timeout)
+    return EXIT_OK
+
+
+def _shown(path: Path | None) -> str:
+    if path is None:
+        return "?"
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _message(action: Action) -> str:
+    return action.message if action.message.strip() == action.message and action.message \
+        else f'"{action.message}"'
+
+
+def _feedback(action: Action) -> str:
+    return NO_FEEDBACK if action.is_media else action.feedback.value
+
+
+def _table(header: Sequence[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [list(header), *rows]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+              for r in rows]
+    return lines
+
+
+def write_plan(scene: Scene, out: TextIO, *, feedback_timeout: float) -> None:
+    """The header (name, room, mode, length, rounds) and the timeline table."""
+    if scene.rounds is None:
+        rounds = f"loops forever, a round every {format_offset(scene.duration)}"
+    elif scene.rounds == 1:
+        rounds = "plays once"
+    else:
+        rounds = f"plays {scene.rounds} rounds of {format_offset(scene.duration)}"
+    out.write(f"{scene.name} ({scene.id}) — {_shown(scene.source)}\n")
+    out.write(f"room {scene.room} · mode {scene.mode.value} · duration "
+              f"{format_offset(scene.duration)} · {rounds} · feedback timeout "
+              f"{feedback_timeout:g} s\n\n")
+    header = ("offset", "label", "topic", "message", "route", "feedback")
+    rows = [[format_offset(a.at), a.label or "", a.topic, _message(a), a.route.value,
+             _feedback(a)] for a in scene.actions]
+    out.write("\n".join(_table(header, rows)) + "\n")
+    if scene.on_stop:
+        out.write("\non stop (safe state):\n")
+        rows = [[a.label or "", a.topic, _message(a), a.route.value, _feedback(a)]
+                for a in scene.on_stop]
+        out.write("\n".join(_table(header[1:], rows)) + "\n")
