@@ -1,0 +1,304 @@
+"""The scene player against a real mosquitto: cues on time, in order, cancelled, confirmed."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from runner.media import MediaBackend, SimulatedMedia
+from runner.model import Action, BrokerConfig, Config, FeedbackPolicy, Mode, Scene
+from runner.mqtt.client import MQTTClient
+from runner.mqtt.feedback import FeedbackTracker
+from runner.mqtt.handler import MessageHandler
+from runner.mqtt.registry import DeviceRegistry
+from runner.player import Player
+from runner.records import Delivery, FeedbackStatus, Outcome, SceneRun
+from tests.brokers import Mosquitto
+from tests.conftest import Recorder, wait_until
+
+TOLERANCE = 0.050  # seconds: generous, the test machine has 2 busy cores
+NONE = FeedbackPolicy.NONE
+
+
+def act(at: float, topic: str, message: str, **kw: object) -> Action:
+    return Action(at=at, topic=topic, message=message, **kw)  # type: ignore[arg-type]
+
+
+def scene(*actions: Action, duration: float | None = None, on_stop: tuple[Action, ...] = (),
+          sid: str = "test", **kw: object) -> Scene:
+    acts = tuple(sorted(actions, key=lambda a: a.at))
+    return Scene(id=sid, name=sid.title(), room="room1", actions=acts,
+                 duration=duration if duration is not None else acts[-1].at,
+                 on_stop=on_stop, **kw)  # type: ignore[arg-type]
+
+
+@dataclass
+class Rig:
+    """A player wired to the real MQTT client and feedback tracker, as the service does it."""
+
+    player: Player
+    client: MQTTClient
+    tracker: FeedbackTracker
+    config: Config
+
+    def play(self, s: Scene) -> SceneRun:
+        run = self.player.play(s)
+        assert run is not None
+        return run
+
+    def elapsed(self, run: SceneRun) -> float:
+        return time.time() - run.started_at
+
+
+def make_rig(broker: Mosquitto, media: MediaBackend, tmp_path: Path, **player_kw: object,
+             ) -> tuple[Rig, Callable[[], None]]:
+    config = Config(room="room1", broker=BrokerConfig(host=broker.host, port=broker.port),
+                    media_dir=tmp_path, feedback_timeout=0.5,
+                    safe_state=(act(0, "room1/fog", "OFF"),))
+    tracker = FeedbackTracker(timeout=config.feedback_timeout)
+    handler = MessageHandler(DeviceRegistry(), tracker)
+    client = MQTTClient(broker.host, broker.port, "runner-under-test", connect_retries=2,
+                        retry_delay=0.1, max_backoff=0.2)
+    client.set_handlers(on_message=handler.handle_message)
+    for f in handler.topic_filters():
+        client.subscribe(f)
+    assert client.connect()
+    player = Player(client, tracker, media, config, **player_kw)  # type: ignore[arg-type]
+
+    def close() -> None:
+        player.shutdown()
+        client.disconnect()
+        tracker.close()
+        media.close()
+
+    return Rig(player, client, tracker, config), close
+
+
+@pytest.fixture
+def rig(mosquitto: Mosquitto, tmp_path: Path) -> Iterator[Rig]:
+    r, close = make_rig(mosquitto, SimulatedMedia(tmp_path), tmp_path)
+    yield r
+    close()
+
+
+class Device:
+    """A stand-in ESP32: answers every command on its topics on `<room>/status`."""
+
+    def __init__(self, broker: Mosquitto, topics: list[str], answer: str = "OK") -> None:
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-device")
+        ready = threading.Event()
+        self.client.on_connect = lambda c, *_: [c.subscribe(t, 1) for t in topics]
+        self.client.on_subscribe = lambda *_: ready.set()
+
+        def on_message(c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+            c.publish("room1/status", json.dumps({"status": answer, "topic": msg.topic}), 1)
+
+        self.client.on_message = on_message
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        assert ready.wait(5), "test device could not subscribe"
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def after(run: SceneRun, offset: float, timeout: float = 10.0) -> None:
+    """Wait until the run's clock has passed `offset` seconds."""
+    wait_until(lambda: time.time() - run.started_at >= offset, timeout,
+               what=f"{offset}s into the scene")
+
+
+def arrivals(rec: Recorder, prefix: str = "room1/") -> list[tuple[str, str, float]]:
+    with rec.lock:
+        return [(m.topic, m.payload.decode(), m.at) for m in rec.messages
+                if m.topic.startswith(prefix) and m.topic != "room1/status"]
+
+
+def test_every_command_arrives_in_order_at_its_offset(rig: Rig, recorder: Recorder) -> None:
+    s = scene(act(0, "room1/light", "ON", feedback=NONE),
+              act(0.3, "room1/door", "OPEN", feedback=NONE),
+              act(0.3, "room1/smoke", "PUFF", feedback=NONE),
+              act(0.75, "room1/motor", "START", feedback=NONE),
+              act(1.2, "room1/light", "OFF", feedback=NONE))
+    run = rig.play(s)
+    assert rig.player.wait(10)
+    got = recorder.wait_for("room1/light", "OFF")
+    assert got
+    seen = arrivals(recorder)
+    assert [(t, p) for t, p, _ in seen] == [(a.topic, a.message) for a in s.actions]
+    first = seen[0][2]
+    for (_, _, at), action in zip(seen, s.actions, strict=True):
+        assert abs((at - first) - action.at) < TOLERANCE, (action, at - first)
+    assert run.outcome is Outcome.COMPLETED
+    assert [r.delivery for r in run.records] == [Delivery.SENT] * 5
+    assert all(abs(r.lateness or 1) < TOLERANCE for r in run.records)
+    assert all(r.feedback is FeedbackStatus.NONE for r in run.records)
+
+
+def test_stop_cancels_later_cues_and_runs_on_stop_and_safe_state(
+        rig: Rig, recorder: Recorder) -> None:
+    s = scene(act(0, "room1/light", "ON", feedback=NONE),
+              act(1.0, "room1/steam", "ON", feedback=NONE),
+              act(2.0, "room1/motor", "START", feedback=NONE),
+              act(2.5, "room1/light", "OFF", feedback=NONE),
+              on_stop=(act(0, "room1/steam", "OFF"),))
+    events: list[str] = []
+    rig.player.add_listener(lambda e, _r: events.append(e))
+    run = rig.play(s)
+    recorder.wait_for("room1/steam", "ON")
+    after(run, 1.5)
+    rig.player.stop()
+    recorder.wait_for("room1/steam", "OFF")
+    recorder.wait_for("room1/fog", "OFF")
+    assert rig.player.wait(1)
+    after(run, 2.5 + 4 * TOLERANCE)
+    assert recorder.payloads("room1/motor") == []
+    assert recorder.payloads("room1/light") == ["ON"]
+    assert run.outcome is Outcome.STOPPED
+    assert [r.delivery for r in run.records[:4]] == [
+        Delivery.SENT, Delivery.SENT, Delivery.CANCELLED, Delivery.CANCELLED]
+    assert [(r.label, r.delivery) for r in run.records[4:]] == [
+        ("on_stop", Delivery.SENT), ("safe_state", Delivery.SENT)]
+    wait_until(lambda: events.count("finished") == 1, 2, what="finished event")
+
+
+def test_stop_cancels_a_cue_already_handed_to_the_pool(
+        mosquitto: Mosquitto, recorder: Recorder, tmp_path: Path) -> None:
+    # Woken 0.8 s early, the 1.0 s cue's job is already running (waiting) at 0.5 s.
+    r, close = make_rig(mosquitto, SimulatedMedia(tmp_path), tmp_path, early_wake=0.8)
+    try:
+        run = r.play(scene(act(0, "room1/light", "ON", feedback=NONE),
+                           act(1.0, "room1/motor", "START", feedback=NONE)))
+        recorder.wait_for("room1/light", "ON")
+        after(run, 0.5)
+        r.player.stop()
+        recorder.wait_for("room1/fog", "OFF")
+        after(run, 1.0 + 4 * TOLERANCE)
+        assert recorder.payloads("room1/motor") == []
+        assert run.records[1].delivery is Delivery.CANCELLED
+    finally:
+        close()
+
+
+def test_a_looped_scene_does_not_drift(rig: Rig, recorder: Recorder) -> None:
+    s = scene(act(0, "room1/light", "ON", feedback=NONE),
+              act(0.2, "room1/light", "OFF", feedback=NONE),
+              duration=0.5, rounds=3)
+    run = rig.play(s)
+    assert rig.player.wait(10)
+    got = recorder.wait_for("room1/light", count=6)
+    times = [m.at - got[0].at for m in got]
+    planned = [k * 0.5 + at for k in range(3) for at in (0, 0.2)]
+    errors = [t - p for t, p in zip(times, planned, strict=True)]
+    assert max(abs(e) for e in errors) < TOLERANCE, errors
+    # Round 3 against round 1: the same offsets, with no error accumulated per round.
+    assert abs((times[4] - times[0]) - 1.0) < TOLERANCE / 2
+    assert abs((times[5] - times[1]) - 1.0) < TOLERANCE / 2
+    assert [r.round for r in run.records] == [0, 0, 1, 1, 2, 2]
+    assert [round(r.planned, 3) for r in run.records] == planned
+    assert max(abs(r.lateness or 1) for r in run.records) < TOLERANCE
+    assert run.outcome is Outcome.COMPLETED
+
+
+def test_confirmed_feedback_completes_the_run_with_latencies(
+        rig: Rig, recorder: Recorder, mosquitto: Mosquitto) -> None:
+    device = Device(mosquitto, ["room1/light", "room1/steam"])
+    try:
+        run = rig.play(scene(act(0, "room1/light", "ON"),
+                             act(0.2, "room1/steam", "ON", feedback=FeedbackPolicy.REQUIRED)))
+        assert rig.player.wait(10)
+    finally:
+        device.close()
+    assert run.outcome is Outcome.COMPLETED
+    assert [r.feedback for r in run.records] == [FeedbackStatus.OK, FeedbackStatus.OK]
+    assert all(0 < (r.feedback_latency or -1) < 0.5 for r in run.records)
+
+
+def test_an_unanswered_expected_feedback_fails_the_run(rig: Rig, recorder: Recorder) -> None:
+    run = rig.play(scene(act(0, "room1/light", "ON"), act(0.1, "room1/x", "Y", feedback=NONE)))
+    assert rig.player.wait(10)
+    assert run.outcome is Outcome.FEEDBACK_FAILED
+    assert run.records[0].feedback is FeedbackStatus.TIMEOUT
+    assert run.records[1].delivery is Delivery.SENT
+
+
+@pytest.mark.parametrize("answer", ["ERROR", None])
+def test_a_failed_required_feedback_stops_into_the_safe_state(
+        rig: Rig, recorder: Recorder, mosquitto: Mosquitto, answer: str | None) -> None:
+    device = Device(mosquitto, ["room1/steam"], answer) if answer else None
+    try:
+        run = rig.play(scene(
+            act(0, "room1/steam", "ON", feedback=FeedbackPolicy.REQUIRED),
+            act(1.5, "room1/motor", "START", feedback=NONE),
+            on_stop=(act(0, "room1/steam", "OFF"),)))
+        recorder.wait_for("room1/steam", "OFF")
+        recorder.wait_for("room1/fog", "OFF")
+        assert rig.player.wait(5)
+    finally:
+        if device:
+            device.close()
+    assert run.outcome is Outcome.ABORTED
+    assert run.records[0].feedback is (FeedbackStatus.ERROR if answer else
+                                       FeedbackStatus.TIMEOUT)
+    assert run.records[1].delivery is Delivery.CANCELLED
+    after(run, 1.5 + 4 * TOLERANCE)
+    assert recorder.payloads("room1/motor") == []
+
+
+def test_mode_single_refuses_a_second_start(rig: Rig, recorder: Recorder) -> None:
+    s = scene(act(0, "room1/a", "1", feedback=NONE), act(0.5, "room1/a", "2", feedback=NONE))
+    rig.play(s)
+    assert rig.player.play(s) is None
+    assert rig.player.wait(5)
+    recorder.wait_for("room1/a", "2")
+    assert recorder.payloads("room1/a") == ["1", "2"]
+
+
+def test_mode_queue_plays_after_the_running_scene(rig: Rig, recorder: Recorder) -> None:
+    first = scene(act(0, "room1/a", "1", feedback=NONE), act(0.4, "room1/a", "2", feedback=NONE))
+    second = scene(act(0, "room1/a", "3", feedback=NONE), sid="second", mode=Mode.QUEUE)
+    run1 = rig.play(first)
+    run2 = rig.play(second)
+    assert rig.player.wait(5)
+    recorder.wait_for("room1/a", "3")
+    assert recorder.payloads("room1/a") == ["1", "2", "3"]
+    assert run1.outcome is Outcome.COMPLETED and run2.outcome is Outcome.COMPLETED
+    assert run2.started_at >= (run1.ended_at or 0) - TOLERANCE
+
+
+def test_mode_restart_stops_the_running_scene_first(rig: Rig, recorder: Recorder) -> None:
+    s = scene(act(0, "room1/a", "1", feedback=NONE), act(0.6, "room1/a", "2", feedback=NONE),
+              on_stop=(act(0, "room1/a", "safe"),), mode=Mode.RESTART)
+    run1 = rig.play(s)
+    recorder.wait_for("room1/a", "1")
+    run2 = rig.play(s)
+    assert rig.player.wait(5)
+    recorder.wait_for("room1/a", "2")
+    assert recorder.payloads("room1/a") == ["1", "safe", "1", "2"]
+    assert run1.outcome is Outcome.STOPPED and run2.outcome is Outcome.COMPLETED
+
+
+def test_panic_when_idle_applies_the_room_safe_state(rig: Rig, recorder: Recorder) -> None:
+    rig.player.panic()
+    recorder.wait_for("room1/fog", "OFF")
+
+
+def test_state_shows_the_next_cue_while_playing(rig: Rig, recorder: Recorder) -> None:
+    assert rig.player.state() == {"scene": None}
+    run = rig.play(scene(act(0, "room1/a", "1", feedback=NONE),
+                         act(1.0, "room1/a", "2", feedback=NONE, label="Second")))
+    recorder.wait_for("room1/a", "1")
+    st = rig.player.state()
+    assert st["scene"] == "test" and st["run_id"] == run.run_id
+    assert isinstance(st["next_cue"], dict) and st["next_cue"]["label"] == "Second"
+    assert 0 <= float(st["elapsed"]) < 1.0  # type: ignore[arg-type]
+    assert rig.player.wait(5)
+    assert rig.player.state() == {"scene": None}
