@@ -1,0 +1,221 @@
+"""The run history: every scene run and its actions appended to a SQLite file beside the config.
+
+One writer thread owns the write connection (sqlite connections belong to one thread)
+and commits each start, action and end on its own, in WAL mode, so a crash loses at
+most the action in flight and a slow SD card never holds up the player's thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from runner.model import Config
+from runner.records import ActionRecord, SceneRun
+
+log = logging.getLogger("player")
+
+HISTORY_NAME = "history.sqlite3"
+FLUSH_TIMEOUT = 5.0  # how long a reader waits for queued writes before reading anyway
+UNFINISHED = "interrupted"  # the outcome of a run the service never saw end (crash, power)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    scene TEXT NOT NULL,
+    name TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    duration REAL,
+    outcome TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at);
+CREATE TABLE IF NOT EXISTS actions (
+    run_id TEXT NOT NULL REFERENCES runs (run_id),
+    idx INTEGER NOT NULL,
+    round INTEGER NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (run_id, idx, round)
+);
+"""
+
+
+def default_path(config: Config) -> Path:
+    """Where the history lives: `history_file`, else beside the config, else per user.
+
+    Without a config file the history goes to $XDG_STATE_HOME/runner (by default
+    ~/.local/state/runner), so that it does not depend on the current directory.
+    """
+    if config.history_file is not None:
+        return config.history_file
+    if config.source is not None:
+        return config.source.resolve().parent / HISTORY_NAME
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "runner" / HISTORY_NAME
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), timeout=5.0, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    # FULL: a committed action survives a power cut too, not only a crash of the process.
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.executescript(SCHEMA)
+    conn.commit()
+    return conn
+
+
+class RunHistory:
+    """Appends runs to the database in a writer thread; reads from any thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = _connect(path)
+        self._lock = threading.Lock()  # guards the connection between writer and readers
+        self._queue: queue.Queue[Callable[[sqlite3.Connection], object] | None] = queue.Queue()
+        self._written: dict[tuple[str, int, int], str] = {}  # what each record was last saved as
+        self._written_lock = threading.Lock()  # player and feedback threads both report
+        self._thread = threading.Thread(target=self._write_loop, name="history", daemon=True)
+        self._thread.start()
+
+    # -- writes (queued) --------------------------------------------------------------
+
+    def record_start(self, run: SceneRun) -> None:
+        row = (run.run_id, run.scene_id, run.scene_name, run.trigger, run.started_at,
+               run.duration, run.outcome.value)
+        self._put(lambda c: c.execute(
+            "INSERT OR REPLACE INTO runs (run_id, scene, name, trigger, started_at, duration,"
+            " outcome) VALUES (?, ?, ?, ?, ?, ?, ?)", row))
+
+    def record_action(self, run_id: str, rec: ActionRecord) -> None:
+        text = json.dumps(rec.to_json(), ensure_ascii=False)
+        with self._written_lock:
+            self._written[(run_id, rec.index, rec.round)] = text
+        self._put(lambda c: c.execute(
+            "INSERT OR REPLACE INTO actions (run_id, idx, round, record) VALUES (?, ?, ?, ?)",
+            (run_id, rec.index, rec.round, text)))
+
+    def record_changes(self, run: SceneRun) -> None:
+        """Append every record of `run` that changed since it was last written."""
+        for rec in list(run.records):
+            if rec.delivery is None and rec.actual is None:
+                continue  # not happened yet: nothing to keep
+            text = json.dumps(rec.to_json(), ensure_ascii=False)
+            with self._written_lock:
+                changed = self._written.get((run.run_id, rec.index, rec.round)) != text
+            if changed:
+                self.record_action(run.run_id, rec)
+
+    def record_end(self, run: SceneRun) -> None:
+        self.record_changes(run)
+        ended = run.ended_at if run.ended_at is not None else time.time()
+        row = (ended, run.outcome.value, run.run_id)
+        self._put(lambda c: c.execute(
+            "UPDATE runs SET ended_at = ?, outcome = ? WHERE run_id = ?", row))
+        with self._written_lock:
+            for key in [k for k in self._written if k[0] == run.run_id]:
+                del self._written[key]
+
+    def close_unfinished(self) -> int:
+        """Mark runs left 'running' by a crash or power cut; call once when the service starts."""
+        with self._lock:
+            cur = self._conn.execute(
+                "UPDATE runs SET outcome = ? WHERE outcome = 'running'", (UNFINISHED,))
+            self._conn.commit()
+            return cur.rowcount
+
+    def _put(self, write: Callable[[sqlite3.Connection], object]) -> None:
+        self._queue.put(write)
+
+    def _write_loop(self) -> None:
+        while True:
+            write = self._queue.get()
+            try:
+                if write is None:
+                    return
+                with self._lock:
+                    write(self._conn)
+                    self._conn.commit()
+            except sqlite3.Error as exc:
+                log.error("The run history %s could not be written (%s); the show goes on",
+                          self.path, exc)
+            finally:
+                self._queue.task_done()
+
+    def flush(self, timeout: float = FLUSH_TIMEOUT) -> bool:
+        """Wait until every queued write is committed; False after `timeout`."""
+        done = threading.Event()
+        self._queue.put(lambda _c: done.set())
+        return done.wait(timeout)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self.flush()
+            self._queue.put(None)
+            self._thread.join(FLUSH_TIMEOUT)
+        with self._lock:
+            self._conn.close()
+
+    # -- reads ------------------------------------------------------------------------
+
+    def last_runs(self, n: int = 20) -> list[dict[str, Any]]:
+        """The last `n` runs, newest first, each with its failures."""
+        self.flush()
+        with self._lock:
+            return read_last_runs(self._conn, n)
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        self.flush()
+        with self._lock:
+            return read_run(self._conn, run_id)
+
+
+def _run_dict(row: sqlite3.Row, records: list[dict[str, Any]]) -> dict[str, Any]:
+    run = dict(row)
+    run["records"] = records
+    run["failures"] = [
+        r for r in records
+        if r.get("feedback") in ("ERROR", "TIMEOUT") or r.get("delivery") in ("failed", "not sent")
+    ]
+    return run
+
+
+def _records(conn: sqlite3.Connection, run_id: str) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT record FROM actions WHERE run_id = ? ORDER BY round, idx", (run_id,))
+    return [json.loads(r[0]) for r in rows]
+
+
+def read_last_runs(conn: sqlite3.Connection, n: int = 20) -> list[dict[str, Any]]:
+    conn.row_factory = sqlite3.Row
+    try:
+        rows = conn.execute(
+            "SELECT * FROM runs ORDER BY started_at DESC, rowid DESC LIMIT ?", (n,)).fetchall()
+        return [_run_dict(r, _records(conn, r["run_id"])) for r in rows]
+    finally:
+        conn.row_factory = None
+
+
+def read_run(conn: sqlite3.Connection, run_id: str) -> dict[str, Any] | None:
+    conn.row_factory = sqlite3.Row
+    try:
+        row = conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return None if row is None else _run_dict(row, _records(conn, run_id))
+    finally:
+        conn.row_factory = None
+
+
+def open_for_reading(path: Path) -> sqlite3.Connection | None:
+    """A connection for `runner history`, None when no history was written yet."""
+    if not path.exists():
+        return None
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
