@@ -1,0 +1,63 @@
+"""`runner history`: the last scene runs from the run history, newest first."""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import sys
+from datetime import datetime
+from typing import Any
+
+from runner.cli import EXIT_ERROR, EXIT_OK
+from runner.commands._common import config_from_args, print_diagnostics
+from runner.errors import RunnerError, ValidationFailed
+from runner.history import default_path, open_for_reading, read_last_runs
+
+HEADER = ("START", "SCENE", "TRIGGER", "OUTCOME", "TOOK", "FAILURES")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(args)
+    except ValidationFailed as e:
+        print_diagnostics(e.diagnostics, stream=sys.stderr)
+        return EXIT_ERROR
+    except RunnerError as e:
+        print(f"runner history: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    path = default_path(config)
+    conn = open_for_reading(path)
+    if conn is None:
+        print(f"No runs recorded yet: {path} does not exist (runner serve writes it).")
+        return EXIT_OK
+    try:
+        runs = read_last_runs(conn, max(1, args.limit))
+    except sqlite3.Error as e:
+        print(f"runner history: {path} cannot be read ({e}); is it a runner history file?",
+              file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        conn.close()
+    if not runs:
+        print(f"No runs recorded yet in {path}.")
+        return EXIT_OK
+    print(f"Last {len(runs)} runs in {path}, newest first:")
+    rows = [_row(r) for r in runs]
+    widths = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER))]
+    for r in [HEADER, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return EXIT_OK
+
+
+def _row(run: dict[str, Any]) -> tuple[str, ...]:
+    start = datetime.fromtimestamp(run["started_at"]).strftime("%Y-%m-%d %H:%M:%S")
+    took = "" if run["ended_at"] is None else f"{run['ended_at'] - run['started_at']:.1f}s"
+    return (start, run["scene"], run["trigger"], run["outcome"], took, _failures(run))
+
+
+def _failures(run: dict[str, Any]) -> str:
+    parts = []
+    for f in run["failures"]:
+        what = f["feedback"] if f["feedback"] in ("ERROR", "TIMEOUT") else f["delivery"]
+        parts.append(f"{f['topic']}={f['message']} {what} at {f['planned']:g}s")
+    return "; ".join(parts) or "-"

@@ -1,0 +1,40 @@
+"""`runner shows`: the next start of every configured show (scene, ISO date and time, weekday)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from runner.cli import EXIT_ERROR, EXIT_OK
+from runner.commands._common import config_from_args, print_diagnostics
+from runner.errors import RunnerError, ValidationFailed
+from runner.shows import WEEKDAY_NAMES, ShowError, describe, next_starts
+
+HEADER = ("SCENE", "NEXT START", "WEEKDAY", "SCHEDULE")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(args)
+        starts = next_starts(config)
+    except ValidationFailed as e:
+        print_diagnostics(e.diagnostics, stream=sys.stderr)
+        return EXIT_ERROR
+    except (RunnerError, ShowError) as e:
+        print(f"runner shows: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    where = config.source or "the default config"
+    if not starts:
+        print(f"No shows configured in {where}; add them under `shows:`.")
+        return EXIT_OK
+    rows = [
+        (show.scene,
+         at.isoformat(timespec="seconds") if at else "never",
+         WEEKDAY_NAMES[at.weekday()] if at else "-",
+         describe(show))
+        for show, at in sorted(starts, key=lambda s: (s[1] is None, s[1] and s[1].timestamp()))
+    ]
+    widths = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER))]
+    for r in [HEADER, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return EXIT_OK

@@ -1,0 +1,147 @@
+"""The run history: appended as it happens, survives a restart and a crash; `runner history`."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from runner.history import HISTORY_NAME, RunHistory, default_path
+from runner.model import Config
+from runner.records import ActionRecord, Delivery, FeedbackStatus, Outcome, SceneRun
+from tests.conftest import run_runner
+
+
+def _run(run_id: str = "r1", scene: str = "intro", trigger: str = "show:0 14 * * *",
+         started: float | None = None) -> SceneRun:
+    run = SceneRun(run_id=run_id, scene_id=scene, scene_name="Intro", trigger=trigger,
+                   started_at=started if started is not None else time.time(), duration=5.0)
+    run.records = [
+        ActionRecord(index=0, round=1, planned=0.0, topic="room1/light", message="ON",
+                     route="mqtt"),
+        ActionRecord(index=1, round=1, planned=1.0, topic="room1/steam", message="ON",
+                     route="mqtt"),
+    ]
+    return run
+
+
+def test_a_run_and_its_actions_survive_a_restart(tmp_path: Path) -> None:
+    db = tmp_path / HISTORY_NAME
+    history = RunHistory(db)
+    run = _run()
+    history.record_start(run)
+    run.records[0].actual, run.records[0].delivery = 0.002, Delivery.SENT
+    run.records[0].feedback, run.records[0].feedback_latency = FeedbackStatus.OK, 0.05
+    history.record_action(run.run_id, run.records[0])
+    run.records[1].actual, run.records[1].delivery = 1.001, Delivery.SENT
+    run.records[1].feedback = FeedbackStatus.TIMEOUT
+    history.record_changes(run)
+    run.outcome, run.ended_at = Outcome.FEEDBACK_FAILED, run.started_at + 5
+    history.record_end(run)
+    history.close()
+
+    reopened = RunHistory(db)  # the service restarted
+    try:
+        [got] = reopened.last_runs()
+        assert (got["run_id"], got["scene"], got["trigger"], got["outcome"]) == (
+            "r1", "intro", "show:0 14 * * *", "feedback failed")
+        assert [r["topic"] for r in got["records"]] == ["room1/light", "room1/steam"]
+        assert [f["topic"] for f in got["failures"]] == ["room1/steam"]
+        assert reopened.get_run("r1") is not None
+        assert reopened.get_run("nope") is None
+    finally:
+        reopened.close()
+
+
+def test_a_crash_keeps_what_was_written_and_marks_the_run_interrupted(tmp_path: Path) -> None:
+    db = tmp_path / HISTORY_NAME
+    history = RunHistory(db)
+    run = _run()
+    history.record_start(run)
+    run.records[0].actual, run.records[0].delivery = 0.001, Delivery.SENT
+    history.record_changes(run)
+    assert history.flush()
+    # No record_end and no close: a reader in another connection sees it all committed.
+    with sqlite3.connect(db) as other:
+        assert other.execute("SELECT outcome FROM runs").fetchall() == [("running",)]
+        assert other.execute("SELECT count(*) FROM actions").fetchone() == (1,)
+        assert other.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+    after_crash = RunHistory(db)
+    try:
+        assert after_crash.close_unfinished() == 1
+        [got] = after_crash.last_runs()
+        assert got["outcome"] == "interrupted"
+        assert got["records"][0]["delivery"] == "sent"
+    finally:
+        after_crash.close()
+        history.close()
+
+
+def test_writes_from_many_threads_all_land(tmp_path: Path) -> None:
+    history = RunHistory(tmp_path / HISTORY_NAME)
+
+    def one(i: int) -> None:
+        run = _run(run_id=f"r{i}", started=1000.0 + i)
+        history.record_start(run)
+        for rec in run.records:
+            rec.actual, rec.delivery = rec.planned, Delivery.SENT
+            history.record_action(run.run_id, rec)
+        run.outcome, run.ended_at = Outcome.COMPLETED, 1005.0 + i
+        history.record_end(run)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    try:
+        runs = history.last_runs(n=50)
+        assert [r["run_id"] for r in runs] == [f"r{i}" for i in reversed(range(8))]
+        assert all(r["outcome"] == "completed" and len(r["records"]) == 2 for r in runs)
+    finally:
+        history.close()
+
+
+def test_history_lives_beside_the_config_or_per_user(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    assert default_path(Config(room="r", source=tmp_path / "runner.yaml")) == (
+        tmp_path.resolve() / HISTORY_NAME)
+    chosen = tmp_path / "elsewhere.db"
+    assert default_path(Config(room="r", history_file=chosen)) == chosen
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    assert default_path(Config(room="r")) == tmp_path / "state" / "runner" / HISTORY_NAME
+
+
+def test_runner_history_prints_the_last_runs(tmp_path: Path) -> None:
+    (tmp_path / "scenes").mkdir()
+    (tmp_path / "runner.yaml").write_text("room: room1\nscenes_dir: scenes\n")
+    history = RunHistory(tmp_path / HISTORY_NAME)
+    run = _run(run_id="a", started=time.time() - 60)
+    history.record_start(run)
+    run.records[1].actual, run.records[1].delivery = 1.0, Delivery.SENT
+    run.records[1].feedback = FeedbackStatus.TIMEOUT
+    run.outcome, run.ended_at = Outcome.FEEDBACK_FAILED, run.started_at + 5
+    history.record_end(run)
+    other = _run(run_id="b", scene="closing", trigger="cmd")
+    history.record_start(other)
+    history.close()
+
+    result = run_runner("history", "--config", str(tmp_path / "runner.yaml"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.index("closing") < out.index("intro")  # newest first
+    assert "show:0 14 * * *" in out and "feedback failed" in out
+    assert "room1/steam" in out and "TIMEOUT" in out  # the failure is named
+    assert "running" in out
+
+
+def test_runner_history_without_a_database_says_so(tmp_path: Path) -> None:
+    (tmp_path / "runner.yaml").write_text("room: room1\n")
+    result = run_runner("history", "--config", str(tmp_path / "runner.yaml"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "no runs" in result.stdout.lower()
+    assert not (tmp_path / HISTORY_NAME).exists()
