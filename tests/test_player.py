@@ -57,7 +57,8 @@ class Rig:
         return time.time() - run.started_at
 
 
-def make_rig(broker: Mosquitto, media: MediaBackend, tmp_path: Path, **player_kw: object,
+def make_rig(broker: Mosquitto, media: MediaBackend, tmp_path: Path, *,
+             max_backoff: float = 0.2, **player_kw: object,
              ) -> tuple[Rig, Callable[[], None]]:
     config = Config(room="room1", broker=BrokerConfig(host=broker.host, port=broker.port),
                     media_dir=tmp_path, feedback_timeout=0.5,
@@ -65,7 +66,7 @@ def make_rig(broker: Mosquitto, media: MediaBackend, tmp_path: Path, **player_kw
     tracker = FeedbackTracker(timeout=config.feedback_timeout)
     handler = MessageHandler(DeviceRegistry(), tracker)
     client = MQTTClient(broker.host, broker.port, "runner-under-test", connect_retries=2,
-                        retry_delay=0.1, max_backoff=0.2)
+                        retry_delay=0.1, max_backoff=max_backoff)
     client.set_handlers(on_message=handler.handle_message)
     for f in handler.topic_filters():
         client.subscribe(f)
@@ -302,3 +303,68 @@ def test_state_shows_the_next_cue_while_playing(rig: Rig, recorder: Recorder) ->
     assert 0 <= float(st["elapsed"]) < 1.0  # type: ignore[arg-type]
     assert rig.player.wait(5)
     assert rig.player.state() == {"scene": None}
+
+
+class Subscriber:
+    """A fresh paho subscriber on '#', subscribed before the constructor returns."""
+
+    def __init__(self, broker: Mosquitto, name: str) -> None:
+        self.messages: list[tuple[str, str, float]] = []
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=name)
+        self.client.reconnect_delay_set(60, 60)  # one connection: no silent comeback
+        ready = threading.Event()
+        self.client.on_connect = lambda c, *_: c.subscribe("#", 1)
+        self.client.on_subscribe = lambda *_: ready.set()
+        self.client.on_message = lambda _c, _u, m: self.messages.append(
+            (m.topic, m.payload.decode(), time.monotonic()))
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        assert ready.wait(5), f"{name} could not subscribe"
+
+    def payloads(self, topic: str) -> list[str]:
+        return [p for t, p, _ in list(self.messages) if t == topic]
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def test_commands_due_while_the_broker_is_away_are_never_sent_late(
+        mosquitto: Mosquitto, tmp_path: Path) -> None:
+    # Reconnect attempts at +0.1, +0.3, +0.7, +1.5 s after the drop: the broker is back
+    # at about +0.9 s, so the test's subscriber is listening before the runner returns.
+    r, close = make_rig(mosquitto, SimulatedMedia(tmp_path), tmp_path, max_backoff=0.8)
+    before = Subscriber(mosquitto, "test-before")
+    late: Subscriber | None = None
+    step = 0.2
+    try:
+        s = scene(*(act(round(i * step, 3), "room1/seq", str(i), feedback=NONE)
+                    for i in range(21)))
+        run = r.play(s)
+        wait_until(lambda: "5" in before.payloads("room1/seq"), 5, what="cue 5 (1.0 s)")
+        mosquitto.kill()
+        wait_until(lambda: not r.client.connected, 2, what="the runner to see the drop")
+        after(run, 1.9)
+        mosquitto.start()
+        late = Subscriber(mosquitto, "test-after")
+        assert not r.client.connected, "the runner came back before the test listened"
+        wait_until(lambda: r.client.connected, 5, what="the runner to reconnect")
+        assert r.player.wait(10)
+        wait_until(lambda: "20" in late.payloads("room1/seq"), 2, what="the last cue")
+    finally:
+        close()
+        before.close()
+        if late:
+            late.close()
+    not_sent = [rec for rec in run.records if rec.delivery is Delivery.NOT_SENT]
+    sent_after = [rec for rec in run.records if rec.delivery is Delivery.SENT
+                  and rec.planned > 1.1]
+    assert len(not_sent) >= 4, [(x.planned, x.delivery) for x in run.records]
+    assert all(1.0 < x.planned < 2.6 for x in not_sent)
+    # Never delivered when the broker came back, and the later ones are.
+    assert not {x.message for x in not_sent} & set(late.payloads("room1/seq"))
+    assert [x.message for x in sent_after] == late.payloads("room1/seq")
+    assert len(sent_after) >= 5
+    # The scene kept its time through the outage.
+    assert max(abs(x.lateness or 1) for x in run.records) < TOLERANCE
+    assert run.outcome is Outcome.FEEDBACK_FAILED  # NOT_SENT cues are failures
