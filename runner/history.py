@@ -24,7 +24,8 @@ from runner.records import ActionRecord, SceneRun
 log = logging.getLogger("player")
 
 HISTORY_NAME = "history.sqlite3"
-FLUSH_TIMEOUT = 5.0  # how long a reader waits for queued writes before reading anyway
+FLUSH_TIMEOUT = 5.0  # how long close() waits for queued writes
+READ_FLUSH_TIMEOUT = 1.0  # how long a reader waits for queued writes before reading anyway
 UNFINISHED = "interrupted"  # the outcome of a run the service never saw end (crash, power)
 
 SCHEMA = """
@@ -41,10 +42,9 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at);
 CREATE TABLE IF NOT EXISTS actions (
     run_id TEXT NOT NULL REFERENCES runs (run_id),
-    idx INTEGER NOT NULL,
-    round INTEGER NOT NULL,
+    seq INTEGER NOT NULL,  -- the record's place in the run, in the order it was made
     record TEXT NOT NULL,
-    PRIMARY KEY (run_id, idx, round)
+    PRIMARY KEY (run_id, seq)
 );
 """
 
@@ -82,7 +82,7 @@ class RunHistory:
         self._conn = _connect(path)
         self._lock = threading.Lock()  # guards the connection between writer and readers
         self._queue: queue.Queue[Callable[[sqlite3.Connection], object] | None] = queue.Queue()
-        self._written: dict[tuple[str, int, int], str] = {}  # what each record was last saved as
+        self._written: dict[tuple[str, int], str] = {}  # what each record was last saved as
         self._written_lock = threading.Lock()  # player and feedback threads both report
         self._thread = threading.Thread(target=self._write_loop, name="history", daemon=True)
         self._thread.start()
@@ -96,24 +96,33 @@ class RunHistory:
             "INSERT OR REPLACE INTO runs (run_id, scene, name, trigger, started_at, duration,"
             " outcome) VALUES (?, ?, ?, ?, ?, ?, ?)", row))
 
-    def record_action(self, run_id: str, rec: ActionRecord) -> None:
+    def record_action(self, run_id: str, rec: ActionRecord, seq: int | None = None) -> None:
+        """Write one record; `seq` is its place in `run.records` (a later call updates it).
+
+        Without `seq` the record is appended as a new row.
+        """
         text = json.dumps(rec.to_json(), ensure_ascii=False)
+        if seq is None:
+            self._put(lambda c: c.execute(
+                "INSERT INTO actions (run_id, seq, record) VALUES (?, (SELECT coalesce("
+                "max(seq), -1) + 1 FROM actions WHERE run_id = ?), ?)", (run_id, run_id, text)))
+            return
         with self._written_lock:
-            self._written[(run_id, rec.index, rec.round)] = text
+            self._written[(run_id, seq)] = text
         self._put(lambda c: c.execute(
-            "INSERT OR REPLACE INTO actions (run_id, idx, round, record) VALUES (?, ?, ?, ?)",
-            (run_id, rec.index, rec.round, text)))
+            "INSERT OR REPLACE INTO actions (run_id, seq, record) VALUES (?, ?, ?)",
+            (run_id, seq, text)))
 
     def record_changes(self, run: SceneRun) -> None:
-        """Append every record of `run` that changed since it was last written."""
-        for rec in list(run.records):
+        """Write every record of `run` that changed since it was last written."""
+        for seq, rec in enumerate(list(run.records)):
             if rec.delivery is None and rec.actual is None:
                 continue  # not happened yet: nothing to keep
             text = json.dumps(rec.to_json(), ensure_ascii=False)
             with self._written_lock:
-                changed = self._written.get((run.run_id, rec.index, rec.round)) != text
+                changed = self._written.get((run.run_id, seq)) != text
             if changed:
-                self.record_action(run.run_id, rec)
+                self.record_action(run.run_id, rec, seq)
 
     def record_end(self, run: SceneRun) -> None:
         self.record_changes(run)
@@ -169,12 +178,12 @@ class RunHistory:
 
     def last_runs(self, n: int = 20) -> list[dict[str, Any]]:
         """The last `n` runs, newest first, each with its failures."""
-        self.flush()
+        self.flush(READ_FLUSH_TIMEOUT)
         with self._lock:
             return read_last_runs(self._conn, n)
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
-        self.flush()
+        self.flush(READ_FLUSH_TIMEOUT)
         with self._lock:
             return read_run(self._conn, run_id)
 
@@ -191,7 +200,7 @@ def _run_dict(row: sqlite3.Row, records: list[dict[str, Any]]) -> dict[str, Any]
 
 def _records(conn: sqlite3.Connection, run_id: str) -> list[dict[str, Any]]:
     rows = conn.execute(
-        "SELECT record FROM actions WHERE run_id = ? ORDER BY round, idx", (run_id,))
+        "SELECT record FROM actions WHERE run_id = ? ORDER BY seq", (run_id,))
     return [json.loads(r[0]) for r in rows]
 
 

@@ -35,7 +35,7 @@ def test_a_run_and_its_actions_survive_a_restart(tmp_path: Path) -> None:
     history.record_start(run)
     run.records[0].actual, run.records[0].delivery = 0.002, Delivery.SENT
     run.records[0].feedback, run.records[0].feedback_latency = FeedbackStatus.OK, 0.05
-    history.record_action(run.run_id, run.records[0])
+    history.record_action(run.run_id, run.records[0], 0)
     run.records[1].actual, run.records[1].delivery = 1.001, Delivery.SENT
     run.records[1].feedback = FeedbackStatus.TIMEOUT
     history.record_changes(run)
