@@ -1,0 +1,248 @@
+"""`runner demo`: the whole product on one machine without hardware.
+
+A broker that answers at the configured address is used; otherwise an embedded one
+starts. Virtual devices serve every command topic of the example scenes, the room
+service plays the demo scene in a loop, and the dashboard shows it all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import shutil
+import ssl
+import sys
+import tempfile
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+import runner
+from runner.embedded_broker import EmbeddedBroker
+from runner.errors import RunnerError
+from runner.media import SimulatedMedia
+from runner.model import Action, BrokerConfig, Config, DashboardConfig
+from runner.records import ActionRecord, Delivery, FeedbackStatus, Outcome, SceneRun
+from runner.scenefile import load_scenes
+from runner.service import RoomService
+from runner.simulate import DeviceFleet, devices_for_topics
+from runner.web.app import create_app
+from runner.web.server import DashboardServer
+
+DEMO_SCENE = "demo"
+DEMO_ROOM = "room1"
+DEVICE_LATENCY = (0.05, 0.3)  # seconds a virtual device takes to answer
+PROBE_TIMEOUT = 2.0  # seconds an existing broker has to answer CONNECT
+ONLINE_TIMEOUT = 10.0
+RESTART_PAUSE = 3.0  # before the show starts again after it ended on its own
+SAFE_STATE = (Action(0.0, "room1/steam", "OFF"),)
+
+
+def demo_files() -> tuple[Path, Path]:
+    """The example scenes and media folders beside the package (a clone or editable install)."""
+    root = Path(runner.__file__).resolve().parent.parent
+    scenes, media = root / "scenes", root / "media"
+    if not (scenes / f"{DEMO_SCENE}.yaml").is_file():
+        raise RunnerError(
+            f"the demo scene is not at {scenes / (DEMO_SCENE + '.yaml')}: run the demo from a "
+            "clone of the repository (`./dev demo`), where scenes/ and media/ sit beside runner/"
+        )
+    return scenes, media
+
+
+def broker_answers(broker: BrokerConfig, timeout: float = PROBE_TIMEOUT) -> bool:
+    """Whether an MQTT broker accepts a connection at `broker`'s address (CONNACK 0)."""
+    answered = threading.Event()
+    accepted: list[bool] = []
+    client = mqtt.Client(CallbackAPIVersion.VERSION2,
+                         client_id=f"runner_demo_probe_{secrets.token_hex(4)}")
+    client.connect_timeout = timeout
+    if broker.username:
+        client.username_pw_set(broker.username, broker.password)
+    if broker.tls:
+        ca = str(broker.tls.ca_file) if broker.tls.ca_file else None
+        client.tls_set_context(ssl.create_default_context(cafile=ca))
+
+    def on_connect(_c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        accepted.append(not reason.is_failure)
+        answered.set()
+
+    client.on_connect = on_connect
+    try:
+        client.connect(broker.host, broker.port, keepalive=10)
+        client.loop_start()
+        answered.wait(timeout)
+    except (OSError, ValueError):
+        return False
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    return bool(accepted and accepted[0])
+
+
+def demo_config(broker: BrokerConfig, scenes_dir: Path, media_dir: Path, *,
+                dashboard_port: int, token: str,
+                devices: Mapping[str, tuple[str, ...]], history_file: Path) -> Config:
+    """The room the demo runs: room1, the example scenes and media, the virtual devices."""
+    return Config(
+        room=DEMO_ROOM,
+        broker=dataclasses.replace(broker, client_id="runner_demo", connect_retries=3,
+                                   retry_delay=0.5),
+        scenes_dir=scenes_dir,
+        media_dir=media_dir,
+        feedback_timeout=1.0,
+        dashboard=DashboardConfig(bind="127.0.0.1", port=dashboard_port, token=token),
+        safe_state=SAFE_STATE,
+        devices=devices,
+        history_file=history_file,
+    )
+
+
+def _command_topics(scenes_dir: Path, media_dir: Path) -> list[str]:
+    scenes = load_scenes(scenes_dir, default_room=DEMO_ROOM, media_dir=media_dir)
+    topics = {a.topic for s in scenes.values() for a in (*s.actions, *s.on_stop) if not a.is_media}
+    topics |= {a.topic for a in SAFE_STATE}
+    return sorted(topics)
+
+
+class Demo:
+    """Starts and stops the demo's parts in order, and tells the console what happens."""
+
+    def __init__(self, broker: BrokerConfig, *, dashboard_port: int = 8080,
+                 out: TextIO = sys.stdout, restart_pause: float = RESTART_PAUSE) -> None:
+        self.broker = broker
+        self.dashboard_port = dashboard_port
+        self.out = out
+        self.restart_pause = restart_pause
+        self.token = secrets.token_urlsafe(12)
+        self.embedded: EmbeddedBroker | None = None
+        self.fleet: DeviceFleet | None = None
+        self.service: RoomService | None = None
+        self.server: DashboardServer | None = None
+        self._workdir = Path(tempfile.mkdtemp(prefix="runner-demo-"))
+        self._restart: threading.Timer | None = None
+        self._stopping = threading.Event()
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def start(self) -> None:
+        """Everything up, the demo scene playing; RunnerError with a way out otherwise."""
+        scenes_dir, media_dir = demo_files()
+        broker = self._find_broker()
+        topics = _command_topics(scenes_dir, media_dir)
+        devices = devices_for_topics(topics)
+        self.fleet = DeviceFleet.from_map(devices, broker.host, broker.port,
+                                          latency=DEVICE_LATENCY, username=broker.username,
+                                          password=broker.password, tls=broker.tls)
+        self.fleet.start()
+        if not self.fleet.wait_online(ONLINE_TIMEOUT):
+            raise RunnerError(f"the virtual devices could not connect to the broker at "
+                              f"{broker.host}:{broker.port}; try --broker with another broker")
+        low, high = DEVICE_LATENCY
+        self.say(f"  devices    {len(devices)} virtual ESP32s, answering OK after "
+                 f"{low:g}-{high:g}s: {', '.join(devices)}")
+
+        config = demo_config(broker, scenes_dir, media_dir, dashboard_port=self.dashboard_port,
+                             token=self.token, devices=devices,
+                             history_file=self._workdir / "history.sqlite3")
+        self.service = RoomService(config)
+        self.service.start()
+        simulated = isinstance(self.service.media, SimulatedMedia)
+        self.say("  media      simulated: libvlc is not installed, media cues are only logged"
+                 if simulated else "  media      played here through libvlc")
+
+        self.server = self._start_dashboard(self.service)
+        self.say(f"  dashboard  {self.server.url}")
+        self.say(f"  token      {self.token}   (log in on the page with it to press "
+                 "Play, Stop or Panic)")
+
+        self.service.player.add_record_listener(self._on_record)
+        self.service.player.add_listener(self._on_run)
+        scene = self.service.scenes[DEMO_SCENE]
+        self.say(f'Playing "{scene.name}" ({DEMO_SCENE}) in a loop, a round every '
+                 f"{scene.duration:g}s. Ctrl-C stops everything.")
+        self._play()
+
+    def stop(self) -> None:
+        """Dashboard, then the service (safe state), then devices, then the broker."""
+        self._stopping.set()
+        if self._restart:
+            self._restart.cancel()
+        if self.server:
+            self.server.stop()
+        if self.service:
+            self.service.shutdown()
+        if self.fleet:
+            self.fleet.stop()
+        if self.embedded:
+            self.embedded.stop()
+        shutil.rmtree(self._workdir, ignore_errors=True)
+
+    # --- parts ---------------------------------------------------------------------
+
+    def _find_broker(self) -> BrokerConfig:
+        address = f"{self.broker.host}:{self.broker.port}"
+        self.say("runner demo: a room show with virtual devices, no hardware needed.")
+        if broker_answers(self.broker):
+            self.say(f"  broker     the MQTT broker at {address}")
+            return self.broker
+        self.embedded = EmbeddedBroker().start()
+        self.say(f"  broker     embedded (amqtt) on {self.embedded.address}; "
+                 f"nothing answered at {address}")
+        return BrokerConfig(host=self.embedded.host, port=self.embedded.port)
+
+    def _start_dashboard(self, service: RoomService) -> DashboardServer:
+        app = create_app(service)
+        server = DashboardServer(app, "127.0.0.1", self.dashboard_port)
+        try:
+            server.start()
+        except RunnerError:
+            if self.dashboard_port == 0:
+                raise
+            # Port taken (another dashboard, another program): any free port will do.
+            self.say(f"  (port {self.dashboard_port} is taken; the dashboard uses a free one)")
+            server = DashboardServer(app, "127.0.0.1", 0)
+            server.start()
+        return server
+
+    def _play(self) -> None:
+        if self._stopping.is_set() or self.service is None:
+            return
+        if self.service.player.current_run is None:
+            self.service.play(DEMO_SCENE, "demo")
+
+    # --- what the console shows ------------------------------------------------------
+
+    def _on_record(self, event: str, run: SceneRun, rec: ActionRecord) -> None:
+        tracked = rec.route == "mqtt" and rec.feedback is not FeedbackStatus.NONE
+        if event == "action" and tracked and rec.delivery is Delivery.SENT:
+            return  # said when its feedback arrives
+        what = f"{rec.topic} = {rec.message}"
+        cue = f"{rec.label}: " if rec.label else ""
+        result = rec.delivery.value if rec.delivery else ""
+        if rec.feedback in (FeedbackStatus.OK, FeedbackStatus.ERROR):
+            mark = "✅" if rec.feedback is FeedbackStatus.OK else "❌"
+            result = f"{mark} {rec.feedback.value} in {rec.feedback_latency or 0:.3f}s"
+        elif rec.feedback is FeedbackStatus.TIMEOUT:
+            result = "⏰ no answer in time"
+        self.say(f"  round {rec.round + 1}  +{rec.planned:7.3f}s  {cue}{what}  {result}")
+
+    def _on_run(self, event: str, run: SceneRun) -> None:
+        if event != "finished" or self._stopping.is_set():
+            return
+        if run.outcome in (Outcome.STOPPED, Outcome.PANIC):
+            self.say(f"The show was {run.outcome.value} from the dashboard or a command; "
+                     "press Play there to start it again.")
+            return
+        if run.outcome is Outcome.SHUTDOWN:
+            return
+        self.say(f"The show ended ({run.outcome.value}); it starts again in "
+                 f"{self.restart_pause:g}s.")
+        self._restart = threading.Timer(self.restart_pause, self._play)
+        self._restart.daemon = True
+        self._restart.start()
