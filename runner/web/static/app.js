@@ -128,8 +128,9 @@ function renderScene(scene) {
     li.dataset.state = cue.state;
     li.append(el("span", "at", formatOffset(cue.at)));
     const what = el("span", "what");
-    what.append(el("span", null, cue.label || `${cue.message}`));
-    what.append(el("div", "topic", `${cue.topic} ${cue.label ? cue.message : ""}`));
+    const thing = String(cue.topic).split("/").pop();
+    what.append(el("span", null, cue.label || `${thing} ${cue.message}`));
+    what.append(el("div", "topic", `${cue.topic} ${cue.message}`));
     li.append(what);
     const [symbol, word] = CUE_STATES[cue.state] || ["?", cue.state];
     const latency = cue.state === "ok" && typeof cue.latency === "number"
@@ -222,9 +223,9 @@ function tick() {
     (scene.rounds !== 1 ? ` · round ${scene.round}${scene.rounds ? ` of ${scene.rounds}` : ""}` : "");
   const next = scene.cues.find((c) => c.state === "waiting" && c.at >= position - 0.05);
   if (next) {
-    const inSeconds = Math.max(0, next.at - position);
+    const inSeconds = Math.max(0, Math.ceil(next.at - position));
     $("next-cue").textContent =
-      `Next cue: ${next.label || `${next.topic} ${next.message}`} at ${formatOffset(next.at)} (in ${inSeconds.toFixed(0)} s)`;
+      `Next cue: ${next.label || `${next.topic} ${next.message}`} at ${formatOffset(next.at)} (in ${inSeconds} s)`;
   } else {
     $("next-cue").textContent = "No more cues in this round.";
   }
@@ -330,6 +331,10 @@ function setup() {
   });
   $("logout").addEventListener("click", async () => {
     await postJSON("/api/logout", {});
+    if (page.events) {  // a remote reader may not keep watching once logged out
+      page.events.close();
+      page.events = null;
+    }
     showMessage("Logged out.", true);
     refreshSession();
   });
