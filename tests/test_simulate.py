@@ -307,6 +307,25 @@ def test_cli_takes_devices_from_the_config(
     assert "from the config's devices" in out
 
 
+def test_cli_without_devices_serves_every_command_topic_of_the_scenes(
+        tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder) -> None:
+    (tmp_path / "scenes").mkdir()
+    (tmp_path / "scenes" / "fog.yaml").write_text(
+        "name: Fog\nactions:\n  - {at: 0, topic: room1/fog, message: 'ON'}\n"
+        "  - {at: 1, topic: room1/audio, message: stop}\n")
+    (tmp_path / "runner.yaml").write_text(
+        f"room: room1\nbroker: {{host: 127.0.0.1, port: {mosquitto.port}}}\n")
+    proc = spawn_runner("simulate", cwd=tmp_path)
+    try:
+        recorder.wait_for("devices/esp32_room1_fog/status", "online", timeout=20)
+        assert command_answer(recorder, "room1/fog")[0] == "OK"
+    finally:
+        code, out, err = stop(proc)
+    assert code == 0, err
+    assert "from the scenes in" in out
+    assert "room1/audio" not in out  # media is played locally, no device serves it
+
+
 @pytest.mark.parametrize("args, words", [
     (["--device", "esp32_01"], "ID:TOPIC"),
     (["--device", "x:room1/a", "--latency", "slow"], "latency"),
