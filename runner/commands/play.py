@@ -1,0 +1,142 @@
+"""`runner play SCENE`: plays one scene with live progress, then reports what happened."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import TextIO
+
+from runner.cli import EXIT_ERROR, EXIT_FEEDBACK_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from runner.commands._common import config_from_args, print_diagnostics
+from runner.errors import RunnerError, ValidationFailed
+from runner.media import MediaBackend, SimulatedMedia, open_backend
+from runner.model import Config, Scene
+from runner.mqtt.client import MQTTClient
+from runner.mqtt.feedback import FeedbackTracker
+from runner.mqtt.handler import MessageHandler
+from runner.mqtt.registry import DeviceRegistry
+from runner.player import Player
+from runner.records import ActionRecord, Delivery, Outcome, SceneRun
+from runner.report import cue_line, feedback_line, status_line, table, write_json
+from runner.scenefile import load_scene, resolve_scene_ref
+
+log = logging.getLogger("player")
+
+PROGRESS_INTERVAL = 0.1  # seconds between redraws of the live line on a terminal
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class SimulatedPublisher:
+    """`--simulate`: every command is logged and reported SIMULATED; nothing connects."""
+
+    def publish(self, topic: str, payload: str, qos: int = 1, retain: bool = False) -> Delivery:
+        logging.getLogger("mqtt").info("SIMULATED %s = %s", topic, payload)
+        return Delivery.SIMULATED
+
+
+class Progress:
+    """Cue lines as they fire; on a terminal also a live status line redrawn in place."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._tty = out.isatty()
+        self._lock = threading.Lock()
+        self._status = ""
+
+    def on_record(self, event: str, _run: SceneRun, rec: ActionRecord) -> None:
+        line = cue_line(rec) if event == "action" else feedback_line(rec)
+        with self._lock:
+            if self._tty:
+                self._out.write("\r\x1b[K" + line + "\n" + self._status)
+            else:
+                self._out.write(line + "\n")
+            self._out.flush()
+
+    def redraw(self, state: dict[str, object]) -> None:
+        if not self._tty or state.get("scene") is None:
+            return
+        with self._lock:
+            self._status = status_line(state)
+            self._out.write("\r\x1b[K" + self._status)
+            self._out.flush()
+
+    def done(self) -> None:
+        if self._tty:
+            with self._lock:
+                self._out.write("\r\x1b[K")
+                self._out.flush()
+
+
+def _load(args: argparse.Namespace) -> tuple[Config, Scene]:
+    config = config_from_args(args)
+    path = resolve_scene_ref(args.scene, config.scenes_dir)
+    return config, load_scene(path, default_room=config.room, media_dir=config.media_dir)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config, scene = _load(args)
+    except ValidationFailed as e:
+        print_diagnostics(e.diagnostics, stream=sys.stderr)
+        return EXIT_ERROR
+    except RunnerError as e:
+        print(f"runner play: {e}", file=sys.stderr)
+        return EXIT_ERROR
+
+    media: MediaBackend = (SimulatedMedia(config.media_dir) if args.simulate
+                           else open_backend(config.media_dir))
+    tracker = FeedbackTracker(timeout=config.feedback_timeout, devices=config.devices)
+    client: MQTTClient | None = None
+    if not args.simulate:
+        client = MQTTClient.from_config(config)
+        handler = MessageHandler(DeviceRegistry(), tracker, status_topics=config.status_topics)
+        client.set_handlers(on_message=handler.handle_message)
+        for topic_filter in handler.topic_filters():
+            client.subscribe(topic_filter)
+        client.connect()  # False: simulation mode, reconnecting in the background
+    player = Player(client or SimulatedPublisher(), tracker, media, config)
+    progress = Progress(sys.stdout)
+    player.add_record_listener(progress.on_record)
+
+    interrupted = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        interrupted.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in SIGNALS}
+    scene_run = None
+    try:
+        scene_run = player.play(scene, trigger="cli")
+        while not player.wait(PROGRESS_INTERVAL):
+            if interrupted.is_set():
+                log.warning("interrupted: stopping %s into its safe state", scene.id)
+                player.stop(Outcome.STOPPED)
+                break
+            progress.redraw(player.state())
+    finally:
+        player.shutdown()  # stops a scene still running into its safe state
+        media.close()
+        tracker.close()
+        if client is not None:
+            client.disconnect()
+        for s, handler_before in previous.items():
+            signal.signal(s, handler_before)
+        progress.done()
+
+    if scene_run is None:
+        return EXIT_ERROR
+    print(table(scene_run))
+    if args.report:
+        try:
+            write_json(scene_run, Path(args.report))
+        except RunnerError as e:
+            print(f"runner play: {e}", file=sys.stderr)
+            return EXIT_ERROR
+    if interrupted.is_set():
+        return EXIT_INTERRUPTED
+    return EXIT_OK if scene_run.outcome is Outcome.COMPLETED else EXIT_FEEDBACK_FAILED

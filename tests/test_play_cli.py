@@ -1,0 +1,146 @@
+"""`runner play` as a subprocess against a real mosquitto: report, exit status, signals."""
+
+from __future__ import annotations
+
+import json
+import signal
+import textwrap
+from pathlib import Path
+
+from tests.brokers import Mosquitto
+from tests.conftest import Recorder, run_runner, spawn_runner, wait_until
+
+
+def room(tmp_path: Path, broker: Mosquitto, scene_yaml: str, name: str = "show") -> Path:
+    """A room folder with runner.yaml and scenes/<name>.yaml; returns the config path."""
+    (tmp_path / "scenes").mkdir(exist_ok=True)
+    (tmp_path / "media").mkdir(exist_ok=True)
+    (tmp_path / "scenes" / f"{name}.yaml").write_text(textwrap.dedent(scene_yaml))
+    config = tmp_path / "runner.yaml"
+    config.write_text(textwrap.dedent(f"""\
+        room: room1
+        broker: {{host: {broker.host}, port: {broker.port}, connect_retries: 1,
+                  retry_delay: 0.2}}
+        scenes_dir: scenes
+        media_dir: media
+        feedback: {{timeout: 0.3}}
+        safe_state:
+          - {{topic: room1/fog, message: "OFF"}}
+        """))
+    return config
+
+
+def test_play_sends_unquoted_on_as_on_and_writes_the_report(
+        tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder) -> None:
+    config = room(tmp_path, mosquitto, """\
+        name: Lights
+        actions:
+          - {at: 0, topic: room1/light, message: ON, feedback: none}
+          - {at: 0.2, topic: room1/door, message: off, feedback: none}
+          - {at: "0:00.4", topic: room1/light, message: yes, feedback: none, label: Done}
+        """)
+    report = tmp_path / "report.json"
+    result = run_runner("play", "show", "--config", str(config), "--report", str(report))
+    assert result.returncode == 0, result.stderr
+    assert recorder.payloads("room1/light") == ["ON", "yes"]
+    assert recorder.payloads("room1/door") == ["off"]
+    data = json.loads(report.read_text())
+    assert data["scene"] == "show" and data["outcome"] == "completed"
+    assert [r["message"] for r in data["records"]] == ["ON", "off", "yes"]
+    assert all(r["delivery"] == "sent" and abs(r["lateness"]) < 0.05 for r in data["records"])
+    # Not a terminal: one line per cue, then the table with its summary.
+    assert "room1/light = ON  sent" in result.stdout
+    assert "show: completed; 3 of 3 cue(s) fired" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_unconfirmed_feedback_exits_3(tmp_path: Path, mosquitto: Mosquitto,
+                                      recorder: Recorder) -> None:
+    config = room(tmp_path, mosquitto, """\
+        name: Unanswered
+        actions:
+          - {at: 0, topic: room1/steam, message: "ON"}
+        """)
+    result = run_runner("play", "show", "--config", str(config))
+    assert result.returncode == 3, result.stderr
+    assert "TIMEOUT" in result.stdout
+    assert "Feedback TIMEOUT: room1/steam" in result.stderr
+
+
+def test_simulate_publishes_nothing(tmp_path: Path, mosquitto: Mosquitto,
+                                    recorder: Recorder) -> None:
+    config = room(tmp_path, mosquitto, """\
+        name: Dry run
+        actions:
+          - {at: 0, topic: room1/steam, message: "ON"}
+          - {at: 0.1, topic: room1/light, message: ON}
+        """)
+    result = run_runner("play", "show", "--config", str(config), "--simulate")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("simulated") >= 2
+    assert [m for m in recorder.messages if m.topic.startswith("room1/")] == []
+
+
+def test_an_invalid_scene_exits_1_with_its_location(tmp_path: Path,
+                                                    mosquitto: Mosquitto) -> None:
+    config = room(tmp_path, mosquitto, """\
+        name: Broken
+        actions:
+          - {at: 0, topic: room1/light, mesage: ON}
+        """)
+    result = run_runner("play", "show", "--config", str(config))
+    assert result.returncode == 1
+    assert "show.yaml:3:" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run_runner("play", "nosuch", "--config", str(config))
+    assert result.returncode == 1 and "nosuch" in result.stderr
+
+
+def test_sigterm_mid_scene_runs_on_stop_and_safe_state_then_exits(
+        tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder) -> None:
+    config = room(tmp_path, mosquitto, """\
+        name: Long
+        actions:
+          - {at: 0, topic: room1/steam, message: "ON", feedback: none}
+          - {at: 20, topic: room1/motor, message: START, feedback: none}
+        on_stop:
+          - {topic: room1/steam, message: "OFF"}
+        """)
+    proc = spawn_runner("play", "show", "--config", str(config))
+    try:
+        recorder.wait_for("room1/steam", "ON", timeout=20)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    recorder.wait_for("room1/steam", "OFF")
+    recorder.wait_for("room1/fog", "OFF")
+    recorder.wait_for("runner/room1/status", "offline")
+    assert recorder.payloads("room1/motor") == []
+    assert "cancelled" in out and "stopped" in out
+    assert "Traceback" not in err
+
+
+def test_ctrl_c_mid_scene_exits_130_after_the_safe_state(
+        tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder) -> None:
+    config = room(tmp_path, mosquitto, """\
+        name: Long
+        actions:
+          - {at: 0, topic: room1/steam, message: "ON", feedback: none}
+          - {at: 20, topic: room1/motor, message: START, feedback: none}
+        on_stop:
+          - {topic: room1/steam, message: "OFF"}
+        """)
+    proc = spawn_runner("play", "show", "--config", str(config))
+    try:
+        recorder.wait_for("room1/steam", "ON", timeout=20)
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    recorder.wait_for("room1/steam", "OFF")
+    wait_until(lambda: recorder.payloads("room1/fog") == ["OFF"], what="safe state")
