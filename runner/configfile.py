@@ -62,6 +62,26 @@ def check_config(path: Path) -> tuple[Config | None, list[Diagnostic]]:
     return build_config(doc, path), diagnostics
 
 
+def folders_of(path: Path) -> tuple[str, Path, Path]:
+    """(room, scenes_dir, media_dir) read leniently from a config that has errors elsewhere.
+
+    `runner validate --config` uses it to check the scenes even when the config is broken.
+    """
+    base = path.parent.resolve()
+    try:
+        data = load_file(path, tags={"!secret": str, "!env": str}).value
+    except ValidationFailed:
+        data = None
+    data = data if isinstance(data, dict) else {}
+
+    def text(key: str, default: str) -> str:
+        value = data.get(key)
+        return value if isinstance(value, str) and value else default
+
+    return (text("room", "room1"), (base / text("scenes_dir", "scenes")).resolve(),
+            (base / text("media_dir", "media")).resolve())
+
+
 def _tag_handlers(path: Path) -> dict[str, TagHandler]:
     secrets_path = path.parent / SECRETS_FILE
     cache: dict[str, Mapping[str, Any]] = {}

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TextIO
 
 from runner import checks
-from runner.configfile import check_config
+from runner.configfile import check_config, folders_of
 from runner.errors import Diagnostic, Severity, ValidationFailed
 from runner.model import Config
 from runner.scenefile import check_document, scene_files
@@ -54,6 +54,9 @@ def validate(paths: Iterable[Path], *, config_path: Path | None = None) -> Repor
         config, found = check_config(config_path)
         report.files.append(str(config_path))
         report.diagnostics += found
+        if config is None:  # still check the scenes, against what can be read of it
+            room, scenes_dir, media_dir = folders_of(config_path)
+            config = Config(room=room, scenes_dir=scenes_dir, media_dir=media_dir)
     targets = list(paths)
     if not targets and config is not None:
         targets = [config.scenes_dir]
