@@ -60,6 +60,7 @@ class SnapshotFeed:
     async def run(self) -> None:
         """The rebuilding task; runs until `close()` or cancellation."""
         wake = asyncio.Event()
+        self._closed = False  # the same app may be served again after a stop
         self._published = asyncio.Event()
         with self._lock:
             self._loop = asyncio.get_running_loop()
