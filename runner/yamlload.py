@@ -200,10 +200,13 @@ def load_bytes(data: bytes, file: str, *, tags: Mapping[str, TagHandler] | None 
 
 
 def load_text(text: str, file: str, *, tags: Mapping[str, TagHandler] | None = None,
-              ) -> Document:
-    """Load YAML text with the core schema; raises ValidationFailed listing every problem."""
-    node = _compose(text, file)
-    if node is None:
+              pure: bool = False) -> Document:
+    """Load YAML text with the core schema; raises ValidationFailed listing every problem.
+
+    `pure` uses PyYAML's Python parser even where libyaml is available (tests, benchmark).
+    """
+    node = _compose(text, file, _PyComposer if pure else _Composer)
+    if node is None or (isinstance(node, ScalarNode) and node.tag == _NULL and not node.value):
         raise ValidationFailed([Diagnostic(
             file, 1, 1, "the file is empty: it holds no YAML keys")])
     _check_size(node, file)
@@ -215,9 +218,9 @@ def load_text(text: str, file: str, *, tags: Mapping[str, TagHandler] | None = N
     return builder.doc
 
 
-def _compose(text: str, file: str) -> Node | None:
+def _compose(text: str, file: str, composer: type) -> Node | None:
     try:
-        loader = _Composer(text)
+        loader = composer(text)
         try:
             return loader.get_single_node()  # type: ignore[no-any-return]
         finally:
