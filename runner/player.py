@@ -122,6 +122,10 @@ class Player:
         self._events_thread = threading.Thread(target=self._run_events, name="player-events",
                                                daemon=True)
         self._events_thread.start()
+        # APScheduler logs every job run at INFO, which would drown the cue lines.
+        aps_log = logging.getLogger("apscheduler")
+        if aps_log.level == logging.NOTSET:
+            aps_log.setLevel(logging.WARNING)
         self._scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(pool_size)},
             job_defaults={"misfire_grace_time": misfire_grace, "coalesce": False,
@@ -397,10 +401,7 @@ class Player:
     def _stop_live(self, live: _Live, outcome: Outcome, *, keep_queue: bool) -> None:
         """Cancel what has not fired, then the safe state; the caller holds the lock."""
         self._generation += 1  # jobs already in the pool see this and do nothing
-        for job_id in live.jobs:
-            with contextlib.suppress(JobLookupError):
-                self._scheduler.remove_job(job_id)
-        live.groups.clear()
+        self._remove_jobs(live)
         elapsed = self._clock() - live.start
         for rec in live.run.records:
             if rec.delivery is None:
@@ -421,9 +422,17 @@ class Player:
                 self._notify("action", live.run, rec)
         self._finish(live, outcome, keep_queue=keep_queue)
 
+    def _remove_jobs(self, live: _Live) -> None:
+        for job_id in live.jobs:
+            with contextlib.suppress(JobLookupError):
+                self._scheduler.remove_job(job_id)
+        live.jobs.clear()
+        live.groups.clear()
+
     def _finish(self, live: _Live, outcome: Outcome, *, keep_queue: bool = True) -> None:
         """Close the run and start the next queued scene; the caller holds the lock."""
         self._generation += 1
+        self._remove_jobs(live)
         self._tracker.disable_feedback_tracking()
         run = live.run
         run.outcome = outcome
