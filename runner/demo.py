@@ -43,15 +43,19 @@ SAFE_STATE = (Action(0.0, "room1/steam", "OFF"),)
 
 
 def demo_files() -> tuple[Path, Path]:
-    """The example scenes and media folders beside the package (a clone or editable install)."""
-    root = Path(runner.__file__).resolve().parent.parent
-    scenes, media = root / "scenes", root / "media"
-    if not (scenes / f"{DEMO_SCENE}.yaml").is_file():
-        raise RunnerError(
-            f"the demo scene is not at {scenes / (DEMO_SCENE + '.yaml')}: run the demo from a "
-            "clone of the repository (`./dev demo`), where scenes/ and media/ sit beside runner/"
-        )
-    return scenes, media
+    """The example scenes and media folders: beside the package in a clone, inside it in a wheel."""
+    package = Path(runner.__file__).resolve().parent
+    candidates = [
+        (package.parent / "scenes", package.parent / "media"),  # a clone, editable install
+        (package / "example_scenes", package / "example_media"),  # an installed wheel
+    ]
+    for scenes, media in candidates:
+        if (scenes / f"{DEMO_SCENE}.yaml").is_file():
+            return scenes, media
+    raise RunnerError(
+        f"the demo scene {DEMO_SCENE}.yaml is in neither {candidates[0][0]} nor "
+        f"{candidates[1][0]}: reinstall the package, or run `./dev demo` in a clone"
+    )
 
 
 def broker_answers(broker: BrokerConfig, timeout: float = PROBE_TIMEOUT) -> bool:
