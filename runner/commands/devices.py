@@ -1,0 +1,96 @@
+"""`runner devices`: connect briefly and list the devices seen on the broker (retained presence)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+from datetime import datetime
+from typing import Any
+
+from runner.cli import EXIT_ERROR, EXIT_OK
+from runner.commands._common import config_from_args, print_diagnostics
+from runner.errors import RunnerError, ValidationFailed
+from runner.model import Config
+
+HEADER = ("DEVICE", "STATUS", "LAST SEEN", "TOPICS")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(args)
+    except ValidationFailed as e:
+        print_diagnostics(e.diagnostics, stream=sys.stderr)
+        return EXIT_ERROR
+    except RunnerError as e:
+        print(f"runner devices: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    from runner.mqtt.client import MQTTClient  # noqa: PLC0415 - paho only for this command
+    from runner.mqtt.feedback import FeedbackTracker  # noqa: PLC0415
+    from runner.mqtt.handler import MessageHandler  # noqa: PLC0415
+    from runner.mqtt.registry import DeviceRegistry  # noqa: PLC0415
+
+    b = config.broker
+    # Its own client id: borrowing the service's would push the service off the broker.
+    client = MQTTClient(b.host, b.port, f"runner-devices-{os.getpid()}", username=b.username,
+                        password=b.password, tls=b.tls, connect_retries=1, retry_delay=0.0,
+                        keepalive=b.keepalive)
+    registry = DeviceRegistry()
+    tracker = FeedbackTracker()
+    handler = MessageHandler(registry, tracker, status_topics=config.status_topics,
+                             feedback_topics=())
+    room_state: dict[str, Any] = {}
+
+    def on_state(_topic: str, text: str) -> None:
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            return
+        if isinstance(doc, dict) and isinstance(doc.get("devices"), dict):
+            room_state.update(doc["devices"])
+
+    handler.add_route(config.runner_state_topic, on_state)
+    client.set_handlers(on_message=handler.handle_message)
+    for topic_filter in (*config.status_topics, config.runner_state_topic):
+        client.subscribe(topic_filter)
+    try:
+        if not client.connect():
+            print(f"runner devices: the broker {client.address} did not answer; check that "
+                  "it runs and broker.host/port in runner.yaml (or --broker HOST:PORT).",
+                  file=sys.stderr)
+            return EXIT_ERROR
+        threading.Event().wait(max(0.0, args.wait))  # retained messages arrive meanwhile
+    finally:
+        client.disconnect()
+        tracker.close()
+    print_devices(config, registry.get_all_devices(), room_state, client.address, args.wait)
+    return EXIT_OK
+
+
+def print_devices(config: Config, seen: dict[str, Any], room_state: dict[str, Any],
+                  address: str, wait: float) -> None:
+    ids = sorted(set(seen) | set(config.devices))
+    if not ids:
+        print(f"No devices seen on {address} within {wait:g} s, and none configured "
+              f"under `devices:`. Devices announce themselves on "
+              f"{', '.join(config.status_topics)} (retained online/offline).")
+        return
+    print(f"Devices on {address} (retained presence, {wait:g} s):")
+    rows = []
+    for device_id in ids:
+        info = seen.get(device_id)
+        status = "never seen" if info is None else ("online" if info.online else "offline")
+        last_seen = room_state.get(device_id, {}).get("last_seen") if isinstance(
+            room_state.get(device_id), dict) else None
+        if last_seen is None and info is not None and info.online:
+            last_seen = datetime.fromtimestamp(info.last_seen).astimezone().isoformat(
+                timespec="seconds")
+        rows.append((device_id, status, last_seen or "-",
+                     ", ".join(config.devices.get(device_id, ())) or "-"))
+    widths = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER))]
+    for r in [HEADER, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    if not room_state:
+        print("(last seen of offline devices is known only while `runner serve` runs)")

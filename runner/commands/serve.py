@@ -1,0 +1,70 @@
+"""`runner serve`: the room service until SIGTERM or Ctrl-C; SIGHUP reloads the config."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+
+from runner.cli import EXIT_ERROR, EXIT_OK
+from runner.commands._common import config_from_args, print_diagnostics
+from runner.errors import RunnerError, ValidationFailed
+from runner.shows import ShowError
+
+log = logging.getLogger("shows")
+
+SHUTDOWN_DEADLINE = 1.8  # seconds: systemd and people expect the room to stop within 2
+SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(args)
+    except ValidationFailed as e:
+        print_diagnostics(e.diagnostics, stream=sys.stderr)
+        return EXIT_ERROR
+    except RunnerError as e:
+        print(f"runner serve: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    # Blocked before any thread exists, so every thread inherits the mask and the
+    # signals wait for sigwait() below: no handler ever runs in the middle of a lock.
+    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    from runner.service import RoomService  # noqa: PLC0415 - paho, vlc: only for serve
+
+    try:
+        service = RoomService(config)
+    except ValidationFailed as e:
+        print_diagnostics(e.diagnostics, stream=sys.stderr)
+        print("runner serve: fix the errors above (runner validate shows them too).",
+              file=sys.stderr)
+        return EXIT_ERROR
+    except (RunnerError, ShowError) as e:
+        print(f"runner serve: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    service.start()
+    service.start_dashboard()
+    while True:
+        sig = signal.sigwait(SIGNALS)
+        if sig != signal.SIGHUP:
+            break
+        if config.source is None:
+            log.warning("SIGHUP: there is no config file to reload (running on defaults)")
+            continue
+        log.info("SIGHUP: reloading %s", config.source)
+        service.reload(config.source)
+    log.info("%s: stopping the room", signal.Signals(sig).name)
+    stopper = threading.Thread(target=service.shutdown, name="shutdown", daemon=True)
+    stopper.start()
+    stopper.join(SHUTDOWN_DEADLINE)
+    if stopper.is_alive():
+        safe = service.room_safe.is_set()
+        log.error("Stopping took longer than %.1f s; exiting %s", SHUTDOWN_DEADLINE,
+                  "(safe state and offline were sent)" if safe else
+                  "before the safe state was confirmed")
+        logging.shutdown()
+        os._exit(EXIT_OK if safe else EXIT_ERROR)
+    log.info("Stopped")
+    return EXIT_OK

@@ -1,0 +1,444 @@
+"""The room service: the one place that builds every part from the config and wires them.
+
+Client, registry, tracker, handler, media, player, history, shows, triggers, remote
+control, retained state and (optionally) the dashboard are made here and handed what
+they need; nothing else in the runner constructs them for `runner serve`.
+
+Threads: MQTT callbacks only hand work to the room's one worker thread, so play, stop
+and panic from triggers and remote commands happen in the order they came, and the
+network thread never waits on the player.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from paho.mqtt.client import topic_matches_sub
+
+from runner.configfile import load_config
+from runner.control import RemoteControl, StatePublisher
+from runner.errors import RunnerError, ValidationFailed
+from runner.history import RunHistory, default_path
+from runner.media import MediaBackend, is_stop, open_backend
+from runner.model import Config, Scene, Show, Trigger
+from runner.mqtt.client import MQTTClient
+from runner.mqtt.feedback import FeedbackTracker
+from runner.mqtt.handler import MessageHandler
+from runner.mqtt.registry import DeviceInfo, DeviceRegistry
+from runner.player import Player
+from runner.records import ActionRecord, FeedbackResult, SceneRun
+from runner.scenefile import load_scenes
+from runner.shows import (
+    GRACE_SECONDS,
+    TICK_SECONDS,
+    ShowError,
+    ShowScheduler,
+    describe,
+    show_trigger,
+    timezone_for,
+)
+from runner.triggers import TriggerRouter
+
+log = logging.getLogger("shows")
+
+RESULTS_IN_STATE = 10  # feedback results carried in the retained state
+ChangeListener = Callable[[], None]
+
+
+def devices_needed(scene: Scene, config: Config) -> list[str]:
+    """The devices (from `devices`) that serve the scene's MQTT topics, in first-use order."""
+    needed: dict[str, None] = {}
+    for action in (*scene.actions, *scene.on_stop):
+        if not action.is_media:
+            device = config.device_for_topic(action.topic)
+            if device is not None:
+                needed[device] = None
+    return list(needed)
+
+
+class RoomService:
+    """Everything `runner serve` runs, built from one `Config`.
+
+    `now` (an aware wall clock), `show_tick` and `show_grace` reach the show scheduler,
+    so tests can move time; `dummy_media` opens libvlc without audio and video output.
+    """
+
+    def __init__(self, config: Config, *, now: Callable[[], datetime] | None = None,
+                 show_tick: float = TICK_SECONDS, show_grace: float = GRACE_SECONDS,
+                 dummy_media: bool = False, history_path: Path | None = None) -> None:
+        self.config = config
+        self.scenes: dict[str, Scene] = load_scenes(
+            config.scenes_dir, default_room=config.room, media_dir=config.media_dir)
+        self._tz = timezone_for(config)
+        self._now = now
+        self._show_tick = show_tick
+        self._show_grace = show_grace
+        self._lock = threading.RLock()  # play / stop / reload against each other
+        self._listeners: list[ChangeListener] = []
+        self._last_run: SceneRun | None = None
+        self._player_outdated = False  # a reload came while a scene played
+        self._started = False
+        self.room_safe = threading.Event()  # set once shutdown sent safe state and `offline`
+
+        self.client = MQTTClient.from_config(config)
+        self.registry = DeviceRegistry()
+        self.tracker = FeedbackTracker(timeout=config.feedback_timeout, devices=config.devices)
+        self.handler = MessageHandler(self.registry, self.tracker,
+                                      status_topics=config.status_topics)
+        self.media: MediaBackend = open_backend(config.media_dir, dummy=dummy_media)
+        self.player = self._new_player(config)
+        self.history = RunHistory(history_path or default_path(config))
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="room")
+        self.triggers = TriggerRouter(config.triggers, self._on_trigger)
+        self.control = RemoteControl(self, self._submit)
+        self.state = StatePublisher(self.client, config.runner_state_topic, self.state_snapshot,
+                                    running=lambda: self.player.current_run is not None)
+        self.shows = self._new_shows(config)
+        self._routed: set[str] = set()
+        self.dashboard: Any = None  # runner.web.server.DashboardServer once started
+
+    # -- building ------------------------------------------------------------------------
+
+    def _new_player(self, config: Config) -> Player:
+        player = Player(self.client, self.tracker, self.media, config)
+        player.add_listener(self._on_player_event)
+        player.add_record_listener(self._on_record)
+        return player
+
+    def _new_shows(self, config: Config) -> ShowScheduler:
+        return ShowScheduler(config.shows, self._on_show, self._tz, now=self._now,
+                             tick=self._show_tick, grace=self._show_grace)
+
+    def _route_topics(self) -> None:
+        """Subscribe to the trigger and command topics not routed yet (at start, on reload)."""
+        filters = [*self.triggers.topic_filters(), self.config.runner_cmd_topic]
+        for topic_filter in filters:
+            if topic_filter in self._routed:
+                continue
+            self._routed.add(topic_filter)
+            if topic_filter == self.config.runner_cmd_topic:
+                self.handler.add_route(topic_filter, self.control.handle)
+            else:
+                self.handler.add_route(topic_filter, self._on_trigger_message)
+        for topic_filter in self.handler.topic_filters():
+            self.client.subscribe(topic_filter)
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect (or go on in simulation mode), then start shows and the retained state."""
+        unfinished = self.history.close_unfinished()
+        if unfinished:
+            log.warning("%d run(s) in the history never ended (the service stopped hard); "
+                        "marked interrupted", unfinished)
+        self.client.set_handlers(on_message=self._on_message, on_connect=self._on_connect,
+                                 on_disconnect=self._changed)
+        self.registry.add_listener(self._on_device)
+        self.tracker.add_result_listener(self._on_result)
+        self._route_topics()
+        self.state.start()
+        self.client.connect()
+        self.shows.start()
+        self._started = True
+        log.info("Room %s ready: %d scene(s), %d show(s), %d trigger(s); commands on %s",
+                 self.config.room, len(self.scenes), len(self.config.shows),
+                 len(self.config.triggers), self.config.runner_cmd_topic)
+
+    def start_dashboard(self) -> Any:
+        """The dashboard from `config.dashboard`, when enabled and installed; None otherwise.
+
+        Kept apart from `start()` so that a caller with its own dashboard (the demo)
+        does not get a second one on the same port.
+        """
+        dash = self.config.dashboard
+        if not dash.enabled:
+            return None
+        try:
+            from runner.web.app import create_app  # noqa: PLC0415 - only when enabled
+            from runner.web.server import DashboardServer  # noqa: PLC0415
+        except ImportError as e:
+            logging.getLogger("dashboard").warning(
+                "The dashboard is not available (%s); the room runs without it", e)
+            return None
+        server = DashboardServer(create_app(self), dash.bind, dash.port)
+        try:
+            server.start()
+        except RunnerError as e:
+            logging.getLogger("dashboard").error("%s The room runs without it.", e)
+            return None
+        self.dashboard = server
+        return server
+
+    def shutdown(self) -> None:
+        """The scene's on_stop and the safe state, the idle state and `offline`, then close."""
+        self.shows.stop()
+        with self._lock:
+            if self.player.current_run is None:
+                self._apply_safe_state()
+            self.player.shutdown()  # a running scene: on_stop, safe_state, Outcome.SHUTDOWN
+        if self._started:
+            self.state.stop(final=self.state_snapshot(idle=True))
+        self.client.disconnect()
+        self.room_safe.set()
+        self._worker.shutdown(wait=False, cancel_futures=True)
+        if self.dashboard is not None:
+            self.dashboard.stop()
+        self.tracker.close()
+        self.history.close()
+        self.media.close()
+
+    def _apply_safe_state(self) -> None:
+        """The room's safe state when no scene runs (a running one gets it from the player)."""
+        if not self.config.safe_state:
+            return
+        log.info("Applying the room's safe state before stopping")
+        self.media.stop_all()
+        for action in self.config.safe_state:
+            if action.is_media:
+                if is_stop(action.message):
+                    self.media.stop(action.topic)
+                continue  # the room goes quiet; nothing starts playing on the way out
+            self.client.publish(action.topic, action.message, action.qos, action.retain)
+
+    def reload(self, path: Path) -> bool:
+        """Read the config again; an invalid one is refused and the running one kept.
+
+        The broker connection stays up: broker settings apply at the next restart.
+        """
+        try:
+            new = load_config(path)
+            scenes = load_scenes(new.scenes_dir, default_room=new.room,
+                                 media_dir=new.media_dir)
+            tz = timezone_for(new)
+            for show in new.shows:
+                show_trigger(show, tz)
+        except ValidationFailed as e:
+            for d in e.diagnostics:
+                log.error("%s", d.format())
+            log.error("Reload refused: %s has %d error(s); still running the previous config",
+                      path, len(e.errors) or len(e.diagnostics))
+            return False
+        except (RunnerError, ShowError, OSError) as e:
+            log.error("Reload refused: %s; still running the previous config", e)
+            return False
+        old = self.config
+        if new.room != old.room:
+            log.error("Reload refused: the room changed from %s to %s; restart the service "
+                      "to apply that (sudo systemctl restart runner)", old.room, new.room)
+            return False
+        if new.broker != old.broker:
+            log.warning("Broker settings changed: they apply at the next restart; the "
+                        "connection to %s stays up", self.client.address)
+        if new.dashboard != old.dashboard:
+            log.warning("Dashboard settings changed: they apply at the next restart")
+        new = dataclasses.replace(new, broker=old.broker, dashboard=old.dashboard)
+        with self._lock:
+            self.config = new
+            self.scenes = scenes
+            self._tz = tz
+            self.triggers.set_triggers(new.triggers)
+            self._route_topics()
+            self.shows.stop()
+            self.shows = self._new_shows(new)
+            self.shows.start()
+            if self.player.current_run is None:
+                self._replace_player()
+            else:
+                self._player_outdated = True
+                log.info("The new safe state and feedback timeout apply when %s ends",
+                         self.player.current_run.scene_id)
+        log.info("Reloaded %s: %d scene(s), %d show(s), %d trigger(s)", path, len(scenes),
+                 len(new.shows), len(new.triggers))
+        self._changed()
+        return True
+
+    def _replace_player(self) -> None:
+        old = self.player
+        self.player = self._new_player(self.config)
+        self._player_outdated = False
+        old.shutdown()
+
+    # -- commands ------------------------------------------------------------------------
+
+    def play(self, scene_id: str, trigger: str) -> SceneRun | None:
+        """Start a scene by id (KeyError when there is none); None when refused (busy)."""
+        with self._lock:
+            scene = self.scenes[scene_id]
+            self._log_readiness(scene)
+            return self.player.play(scene, trigger)
+
+    def stop(self) -> None:
+        with self._lock:
+            self.player.stop()
+
+    def panic(self) -> None:
+        with self._lock:
+            self.player.panic()
+
+    def next_shows(self) -> list[tuple[Show, datetime | None]]:
+        return self.shows.next_starts()
+
+    def add_change_listener(self, cb: ChangeListener) -> None:
+        """`cb()` after any change: devices, player, feedback, broker. Must return at once."""
+        self._listeners.append(cb)
+
+    def offline_devices(self, scene: Scene) -> list[str]:
+        online = set(self.registry.get_connected_devices())
+        return [d for d in devices_needed(scene, self.config) if d not in online]
+
+    def _log_readiness(self, scene: Scene) -> None:
+        offline = self.offline_devices(scene)
+        if offline:
+            known = self.registry.get_all_devices()
+            named = [f"{d} ({'offline' if d in known else 'never seen'})" for d in offline]
+            log.warning("%s needs device(s) that are not online: %s; their commands will "
+                        "not be confirmed", scene.id, ", ".join(named))
+
+    # -- what comes in -------------------------------------------------------------------
+
+    def _submit(self, work: Callable[[], object]) -> None:
+        def run() -> None:
+            try:
+                work()
+            except Exception:
+                log.exception("room command failed")
+
+        try:
+            self._worker.submit(run)
+        except RuntimeError:  # shutting down: nothing starts any more
+            log.info("Command ignored: the service is stopping")
+
+    def _on_message(self, topic: str, payload: bytes, retain: bool) -> None:
+        if retain and (self.triggers.matches(topic)
+                       or topic_matches_sub(self.config.runner_cmd_topic, topic)):
+            # A retained button press or command would start a scene at every restart.
+            logging.getLogger("mqtt_handler").warning(
+                "Retained message on %s ignored: triggers and commands must not be retained",
+                topic)
+            return
+        self.handler.handle_message(topic, payload, retain)
+
+    def _on_trigger_message(self, topic: str, text: str) -> None:
+        self.triggers.handle(topic, text)
+
+    def _on_trigger(self, trigger: Trigger) -> None:
+        self._submit(lambda: self._play_for(trigger.scene, f"trigger:{trigger.topic}"))
+
+    def _play_for(self, scene_id: str, trigger: str) -> SceneRun | None:
+        try:
+            return self.play(scene_id, trigger)
+        except KeyError:
+            log.error("%s: no scene %r (is it in %s?)", trigger, scene_id,
+                      self.config.scenes_dir)
+            return None
+
+    def _on_show(self, show: Show, planned: datetime) -> None:
+        scene = self.scenes.get(show.scene)
+        if scene is None:
+            log.error("Show %s skipped: no such scene in %s", show.scene, self.config.scenes_dir)
+            return
+        if show.require_devices:
+            offline = self.offline_devices(scene)
+            if offline:
+                log.warning("Show %s (%s) skipped: it requires its devices and %s %s not "
+                            "online", show.scene, describe(show), ", ".join(offline),
+                            "is" if len(offline) == 1 else "are")
+                return
+        trigger = f"show:{show.cron or describe(show)}"
+
+        def start() -> None:
+            late = (datetime.now(planned.tzinfo) - planned).total_seconds() \
+                if self._now is None else (self._now() - planned).total_seconds()
+            if late > self._show_grace:
+                log.warning("Show %s skipped: the room was busy until %.0f s after its "
+                            "time", show.scene, late)
+                return
+            if self._play_for(show.scene, trigger) is None:
+                log.warning("Show %s skipped: another scene is still running",
+                            show.scene)
+
+        self._submit(start)
+
+    def _on_connect(self) -> None:
+        self.state.on_connect()
+        self._changed()
+
+    def _on_device(self, _info: DeviceInfo) -> None:
+        self._changed()
+
+    def _on_result(self, _result: FeedbackResult) -> None:
+        self._changed()
+
+    def _on_player_event(self, event: str, run: SceneRun) -> None:
+        # On the player's events thread: history writes are queued, never waited for.
+        if event == "started":
+            self.history.record_start(run)
+        elif event == "finished":
+            self.history.record_end(run)
+            self._last_run = run
+            if self._player_outdated:
+                self._submit(self._replace_player_when_idle)
+        self._changed()
+
+    def _replace_player_when_idle(self) -> None:
+        with self._lock:
+            if self._player_outdated and self.player.current_run is None:
+                self._replace_player()
+
+    def _on_record(self, _event: str, run: SceneRun, rec: ActionRecord) -> None:
+        seq = next((i for i, r in enumerate(run.records) if r is rec), None)
+        self.history.record_action(run.run_id, rec, seq)
+
+    def _changed(self) -> None:
+        self.state.notify()
+        for cb in list(self._listeners):
+            try:
+                cb()
+            except Exception:
+                log.exception("change listener failed")
+
+    # -- the retained state --------------------------------------------------------------
+
+    def state_snapshot(self, idle: bool = False) -> dict[str, Any]:
+        """The retained `runner/<room>/state`: scene, started, elapsed, last results, devices."""
+        playing: Mapping[str, object] = {"scene": None} if idle else self.player.state()
+        started = playing.get("started_at")
+        last = self._last_run
+        results = self.tracker.recent_results(RESULTS_IN_STATE)
+        return {
+            "room": self.config.room,
+            "scene": playing.get("scene"),
+            "name": playing.get("name"),
+            "run_id": playing.get("run_id"),
+            "started": _iso(started, self._tz),
+            "elapsed": playing.get("elapsed"),
+            "duration": playing.get("duration"),
+            "next_cue": playing.get("next_cue"),
+            "last_run": None if last is None else {
+                "scene": last.scene_id, "run_id": last.run_id, "trigger": last.trigger,
+                "outcome": last.outcome.value, "started": _iso(last.started_at, self._tz),
+                "ended": _iso(last.ended_at, self._tz), "failures": len(last.failures),
+            },
+            "results": [
+                {"topic": r.topic, "message": r.message, "status": r.status.value,
+                 "latency": r.latency, "device": r.device} for r in results
+            ],
+            "devices": {
+                d.id: {"online": d.online, "last_seen": _iso(d.last_seen, self._tz),
+                       "since": _iso(d.since, self._tz)}
+                for d in sorted(self.registry.get_all_devices().values(), key=lambda d: d.id)
+            },
+        }
+
+
+def _iso(epoch: object, tz: Any) -> str | None:
+    if isinstance(epoch, bool) or not isinstance(epoch, (int, float)) or not epoch:
+        return None
+    return datetime.fromtimestamp(float(epoch), tz).isoformat(timespec="milliseconds")
