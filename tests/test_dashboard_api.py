@@ -79,14 +79,14 @@ class LabRoom:
         self.registry.add_listener(lambda _d: self._changed())
         self.tracker.add_result_listener(lambda _r: self._changed())
         self.player.add_listener(self._on_player)
-        self.player.add_record_listener(
-            lambda _e, run, rec: self.history.record_action(run.run_id, rec))
 
     def _on_player(self, event: str, run: SceneRun) -> None:
         if event == "started":
             self.history.record_start(run)
         elif event == "finished":
             self.history.record_end(run)
+        else:
+            self.history.record_changes(run)
         self._changed()
 
     def _changed(self) -> None:
