@@ -64,8 +64,11 @@ class Mosquitto:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.conf = self.workdir / f"mosquitto-{self.port}.conf"
         self.log = self.workdir / f"mosquitto-{self.port}.log"
+        # As root, mosquitto drops to user `mosquitto`, which cannot read the test's
+        # private temp dirs (log file, password file); stay the invoking user instead.
+        user = "user root\n" if os.geteuid() == 0 else ""
         self.conf.write_text(
-            f"per_listener_settings true\n"
+            f"{user}per_listener_settings true\n"
             f"persistence false\n"
             f"log_dest file {self.log}\n"
             f"log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
