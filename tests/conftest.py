@@ -125,8 +125,9 @@ def recorder(mosquitto: Mosquitto) -> Iterator[Recorder]:
     client.loop_start()
     assert subscribed.wait(5), "recorder could not subscribe"
     yield rec
-    client.loop_stop()
+    # Disconnect first: loop_stop() alone waits out the loop's 1 s select.
     client.disconnect()
+    client.loop_stop()
 
 
 def run_runner(*args: str, cwd: Path | None = None, timeout: float = 60,
