@@ -49,6 +49,7 @@ class _Link:
     connack: threading.Event = field(default_factory=threading.Event)
     reason: Any = None  # paho ReasonCode from CONNACK
     dropped: bool = False  # abandoned: a late CONNACK must not revive it
+    closed_reason: str | None = None  # the connection closed before CONNACK
 
 
 class MQTTClient:
@@ -215,6 +216,8 @@ class MQTTClient:
                       "password (secrets.yaml or MQTT_PASSWORD) in runner.yaml; running in "
                       "SIMULATION mode without further attempts.", self.address, reason)
             return _Attempt.REFUSED, str(reason)
+        if reason is None:
+            return _Attempt.UNREACHABLE, f"connection closed before CONNACK ({link.closed_reason})"
         return _Attempt.UNREACHABLE, f"refused: {reason}"
 
     def _drop(self, link: _Link) -> None:
@@ -293,6 +296,10 @@ class MQTTClient:
                            reason: Any, _props: Any) -> None:
         with self._lock:
             if self._link is not link:
+                # Closed before a successful CONNACK (e.g. TLS client certificate
+                # refused after the handshake): the waiting attempt need not time out.
+                link.closed_reason = str(reason)
+                link.connack.set()
                 return
             self._link = None
             self._since = time.time()
