@@ -170,13 +170,17 @@ def check_actions(doc: Document, key: str, media_dir: Path | None) -> list[Diagn
     return out
 
 
+def _is_time_like(value: Any) -> bool:
+    return isinstance(value, (int, float, str)) and not isinstance(value, bool)
+
+
 def check_timeline(doc: Document) -> list[Diagnostic]:
     """`at` and `duration` readable; warnings for same-topic collisions and cues after the end."""
     out: list[Diagnostic] = []
     offsets: list[tuple[JsonPath, float, Any]] = []
     for path, item in _items(doc, "actions"):
-        if "at" not in item or isinstance(item["at"], (dict, list)):
-            continue
+        if not _is_time_like(item.get("at")):
+            continue  # missing or of the wrong type: the schema reports it
         try:
             offsets.append((path, parse_offset(item["at"]), item.get("topic")))
         except OffsetError as e:
@@ -193,7 +197,7 @@ def check_timeline(doc: Document) -> list[Diagnostic]:
                 f"the other is on line {line}): both are sent at once and the last "
                 "one wins; move one of them or remove it", severity=Severity.WARNING))
     duration = doc.value.get("duration") if isinstance(doc.value, dict) else None
-    if duration is not None and not isinstance(duration, (dict, list)):
+    if _is_time_like(duration):
         try:
             end = parse_offset(duration)
         except OffsetError as e:
