@@ -39,11 +39,13 @@ actions:
   - {at: 0.4, topic: room1/fog, message: "ON", feedback: none}
   - {at: 0.8, topic: room1/motor, message: START, label: Motor starts}
   - {at: 1.2, topic: room1/door, message: OPEN}
+  - {at: 1.6, topic: room1/smoke, message: "ON", label: Smoke machine}
 duration: 20
 on_stop:
   - {topic: room1/door, message: CLOSE, feedback: none}
 """
 CONFIRMED = ("room1/light", "room1/motor", "room1/door")
+REFUSED = "room1/smoke"  # the virtual device answers ERROR to this one
 
 
 def write_room(tmp: Path, broker: Mosquitto, port: int) -> Path:
@@ -60,6 +62,8 @@ def write_room(tmp: Path, broker: Mosquitto, port: int) -> Path:
         "media_dir: media\n"
         "feedback: {timeout: 3.0}\n"
         f"dashboard: {{bind: 127.0.0.1, port: {port}, token: !secret dashboard_token}}\n"
+        "shows:\n"
+        "  - {scene: browser_show, time: \"23:59\"}\n"
         "safe_state:\n"
         "  - {topic: room1/steam, message: \"OFF\"}\n"
     )
@@ -67,13 +71,14 @@ def write_room(tmp: Path, broker: Mosquitto, port: int) -> Path:
 
 
 class VirtualDevice:
-    """An ESP32 stand-in on the test broker: answers OK on room1/status to each command."""
+    """An ESP32 stand-in on the test broker: answers each command on room1/status."""
 
-    def __init__(self, broker: Mosquitto, topics: tuple[str, ...]) -> None:
-        self.topics = topics
+    def __init__(self, broker: Mosquitto, topics: tuple[str, ...], refuse: str) -> None:
+        self.topics = (*topics, refuse)
+        self.refuse = refuse
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="browser-vdev")
         self.subscribed = threading.Event()
-        self.client.on_connect = lambda c, *_a: c.subscribe([(t, 1) for t in topics])
+        self.client.on_connect = lambda c, *_a: c.subscribe([(t, 1) for t in self.topics])
         self.client.on_subscribe = lambda *_a: self.subscribed.set()
         self.client.on_message = self._answer
         self.client.connect(broker.host, broker.port)
@@ -82,7 +87,8 @@ class VirtualDevice:
 
     def _answer(self, client: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         if not msg.retain:
-            client.publish("room1/status", json.dumps({"status": "OK", "topic": msg.topic}),
+            status = "ERROR" if msg.topic == self.refuse else "OK"
+            client.publish("room1/status", json.dumps({"status": status, "topic": msg.topic}),
                            qos=1)
 
     def close(self) -> None:
@@ -132,7 +138,7 @@ def test_dashboard_in_chromium(serve: str, mosquitto: Mosquitto, recorder: Recor
     from playwright.sync_api import expect, sync_playwright  # noqa: PLC0415
 
     ARTIFACTS.mkdir(exist_ok=True)
-    device = VirtualDevice(mosquitto, CONFIRMED)
+    device = VirtualDevice(mosquitto, CONFIRMED, REFUSED)
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -180,7 +186,15 @@ def test_dashboard_in_chromium(serve: str, mosquitto: Mosquitto, recorder: Recor
                     expect(cue).to_contain_text("✓ OK")
                 fog = page.locator('#cues li[data-index="1"]')
                 expect(fog).to_have_attribute("data-state", "no-feedback")
+                smoke = page.locator('#cues li[data-index="4"]')
+                expect(smoke).to_have_attribute("data-state", "error", timeout=UI_TIMEOUT)
+                expect(smoke).to_contain_text("✗ ERROR")
                 expect(page.locator(".cue-mark.st-ok")).to_have_count(3)
+                expect(page.locator(".cue-mark.st-error")).to_have_count(1)
+                failure = page.locator("#failures li").first
+                expect(failure).to_contain_text("ERROR", timeout=UI_TIMEOUT)
+                expect(failure).to_contain_text("room1/smoke ON")
+                expect(page.locator("#shows li").first).to_contain_text("browser_show")
                 expect(page.locator(".cue-mark.st-no-feedback")).to_have_count(1)
                 recorder.wait_for("room1/door", "OPEN")
                 assert recorder.payloads("room1/light") == ["ON"]
@@ -196,8 +210,8 @@ def test_dashboard_in_chromium(serve: str, mosquitto: Mosquitto, recorder: Recor
                                             device_scale_factor=2, is_mobile=True)
                 small = phone.new_page()
                 small.goto(serve)
-                expect(small.locator('#cues li[data-index="3"]')).to_have_attribute(
-                    "data-state", "ok", timeout=UI_TIMEOUT)
+                expect(small.locator('#cues li[data-index="4"]')).to_have_attribute(
+                    "data-state", "error", timeout=UI_TIMEOUT)
                 # not logged in on this phone: the login form shows
                 expect(small.locator("#login-form")).to_be_visible()
                 width = small.evaluate("document.documentElement.scrollWidth")
