@@ -1,0 +1,326 @@
+"""`runner serve` as a subprocess against a private mosquitto, watched by a separate subscriber."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from tests.brokers import Mosquitto
+from tests.conftest import Recorder, run_runner, spawn_runner, wait_until
+
+INTRO = """\
+name: Intro
+actions:
+  - {at: 0, topic: room1/light, message: "ON", feedback: none}
+  - {at: 1.5, topic: room1/motor, message: START, feedback: none}
+on_stop:
+  - {topic: room1/light, message: "OFF"}
+"""
+QUICK = """\
+name: Quick
+duration: 0.3
+actions:
+  - {at: 0, topic: room1/fog, message: "ON", feedback: none}
+"""
+
+
+def write_room(root: Path, broker: Mosquitto, *, trigger_message: str = "PRESSED",
+               extra: str = "") -> Path:
+    """A room: two scenes, a button trigger, a safe state; returns the config path."""
+    scenes = root / "scenes"
+    scenes.mkdir(parents=True, exist_ok=True)
+    (scenes / "intro.yaml").write_text(INTRO)
+    (scenes / "quick.yaml").write_text(QUICK)
+    config = root / "runner.yaml"
+    config.write_text(
+        "room: room1\n"
+        f"broker: {{host: 127.0.0.1, port: {broker.port}, connect_retries: 2, retry_delay: 0.2}}\n"
+        "scenes_dir: scenes\n"
+        "dashboard: {enabled: false}\n"
+        "triggers:\n"
+        f"  - {{topic: room1/button, message: {trigger_message}, scene: intro}}\n"
+        "safe_state:\n"
+        "  - {topic: room1/steam, message: \"OFF\"}\n"
+        f"{extra}"
+    )
+    return config
+
+
+class Served:
+    """A running `runner serve`, with its log lines collected as they come."""
+
+    def __init__(self, config: Path) -> None:
+        self.proc = spawn_runner("serve", "--config", str(config), cwd=config.parent)
+        self.lines: list[str] = []
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            with self._lock:
+                self.lines.append(line.rstrip("\n"))
+
+    @property
+    def log(self) -> str:
+        with self._lock:
+            return "\n".join(self.lines)
+
+    def wait_log(self, text: str, timeout: float = 10.0) -> None:
+        wait_until(lambda: text in self.log, timeout, what=f"log line {text!r}:\n{self.log}")
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout: float = 10.0) -> int:
+        code = self.proc.wait(timeout)
+        self._reader.join(5)
+        return code
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream:
+                stream.close()
+
+
+Serve = Callable[[Path], Served]
+
+
+@pytest.fixture
+def serve(recorder: Recorder) -> Iterator[Serve]:
+    """Start `runner serve --config PATH`; waits until the runner announced itself online."""
+    started: list[Served] = []
+
+    def start(config: Path) -> Served:
+        recorder.clear()
+        served = Served(config)
+        started.append(served)
+        wait_until(lambda: "online" in recorder.payloads("runner/room1/status")
+                   and "ready" in served.log,
+                   timeout=20, what=f"runner online:\n{served.log}")
+        return served
+
+    yield start
+    for s in started:
+        s.close()
+
+
+def send(recorder: Recorder, topic: str, payload: str, retain: bool = False) -> None:
+    recorder.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
+
+
+def state(recorder: Recorder) -> dict[str, object]:
+    msgs = recorder.on("runner/room1/state")
+    assert msgs, "no retained state published"
+    doc: dict[str, object] = json.loads(msgs[-1].payload)
+    return doc
+
+
+def test_a_trigger_plays_its_scene_once_for_a_double_press(
+        tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder, serve: Serve) -> None:
+    served = serve(write_room(tmp_path, mosquitto))
+    send(recorder, "room1/button", "WRONG")  # another payload is not the trigger
+    send(recorder, "room1/button", "PRESSED")
+    send(recorder, "room1/button", "PRESSED")  # a bounce, within min_interval
+    recorder.wait_for("room1/motor", "START", timeout=10)
+    assert recorder.payloads("room1/light") == ["ON"]
+    assert recorder.payloads("room1/motor") == ["START"]
+    served.wait_log("ignored")
+    assert "min_interval" in served.log
+
+
+def test_a_retained_trigger_does_not_start_a_scene(
+        tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder, serve: Serve) -> None:
+    send(recorder, "room1/button", "PRESSED", retain=True)  # left behind by some device
+    served = serve(write_room(tmp_path, mosquitto))
+    served.wait_log("Retained message on room1/button ignored")
+    with pytest.raises(AssertionError):
+        recorder.wait_for("room1/light", "ON", timeout=1.0)
+
+
+def test_cmd_play_stop_panic_and_the_retained_state(
+        tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder, serve: Serve) -> None:
+    serve(write_room(tmp_path, mosquitto))
+    cmd = "runner/room1/cmd"
+    send(recorder, cmd, json.dumps({"command": "play", "scene": "intro"}))
+    recorder.wait_for("room1/light", "ON")
+    wait_until(lambda: state(recorder).get("scene") == "intro", what="state: intro plays")
+    playing = state(recorder)
+    assert playing["started"] and isinstance(playing["elapsed"], float)
+
+    send(recorder, cmd, json.dumps({"command": "stop"}))
+    recorder.wait_for("room1/light", "OFF")  # on_stop
+    recorder.wait_for("room1/steam", "OFF")  # the room's safe state
+    wait_until(lambda: state(recorder).get("scene") is None, what="state: idle")
+    last = state(recorder)["last_run"]
+    assert isinstance(last, dict)
+    assert (last["scene"], last["outcome"], last["trigger"]) == ("intro", "stopped", "cmd")
+    with pytest.raises(AssertionError):  # the cue at 1.5 s was cancelled
+        recorder.wait_for("room1/motor", "START", timeout=2.0)
+
+    send(recorder, cmd, "panic")  # idle: the safe state all the same
+    recorder.wait_for("room1/steam", "OFF", count=2)
+
+    # A fresh subscriber gets the state from the broker: it is retained.
+    got: list[bytes] = []
+    fresh = _subscribe_once(recorder, "runner/room1/state", got)
+    try:
+        wait_until(lambda: got, what="retained state for a late subscriber")
+        assert json.loads(got[0])["scene"] is None
+    finally:
+        fresh.loop_stop()
+        fresh.disconnect()
+
+
+def _subscribe_once(recorder: Recorder, topic: str, into: list[bytes]) -> mqtt.Client:
+    host, port = recorder.client.host, recorder.client.port
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="late-subscriber")
+    c.on_message = lambda _c, _u, m: into.append(bytes(m.payload)) if m.retain else None
+    c.on_connect = lambda cl, *_a: cl.subscribe(topic, qos=1)
+    c.connect(host, port)
+    c.loop_start()
+    return c
+
+
+def test_bad_commands_are_logged_and_the_service_goes_on(
+        tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder, serve: Serve) -> None:
+    served = serve(write_room(tmp_path, mosquitto))
+    cmd = "runner/room1/cmd"
+    send(recorder, cmd, json.dumps({"command": "dance"}))
+    send(recorder, cmd, json.dumps({"command": "play", "scene": "intr"}))
+    send(recorder, cmd, json.dumps({"command": "play", "scene": "../../etc/passwd"}))
+    send(recorder, cmd, "{not json")
+    recorder.client.publish(cmd, b"\xff\xfe\x00", qos=1).wait_for_publish(5)
+    send(recorder, cmd, json.dumps({"command": "play", "scene": "quick"}))
+    recorder.wait_for("room1/fog", "ON")
+    served.wait_log("unknown command 'dance'")
+    assert "no scene 'intr' (did you mean 'intro'?)" in served.log
+    assert "no scene '../../etc/passwd'" in served.log
+    assert "not JSON" in served.log
+    assert "binary" in served.log and cmd in served.log
+    assert served.proc.poll() is None
+    assert "Traceback" not in served.log
+
+
+def test_sighup_with_a_broken_config_keeps_the_old_one(
+        tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder, serve: Serve) -> None:
+    config = write_room(tmp_path, mosquitto)
+    served = serve(config)
+    good = config.read_text()
+    config.write_text(good.replace("scene: intro", "scene: intro\n    bogus_key: 1")
+                      .replace("scenes_dir: scenes", "scenes_dir: scenes\nshow: []"))
+    served.signal(signal.SIGHUP)
+    served.wait_log("Reload refused")
+    assert f"{config}:" in served.log  # errors as validate prints them: file:line:col
+    assert "still running the previous config" in served.log
+    send(recorder, "room1/button", "PRESSED")
+    recorder.wait_for("room1/light", "ON")  # the old trigger still plays
+    assert recorder.on("runner/room1/status")[-1].payload == b"online"  # connection kept
+
+    # A valid change is applied on the next SIGHUP, still without reconnecting.
+    write_room(tmp_path, mosquitto, trigger_message="PUSHED")
+    served.signal(signal.SIGHUP)
+    served.wait_log("Reloaded")
+    wait_until(lambda: state(recorder).get("scene") is None, timeout=10, what="intro ended")
+    send(recorder, "room1/button", "PUSHED")
+    recorder.wait_for("room1/light", "ON", count=2)
+    assert recorder.payloads("runner/room1/status") == ["online"]
+
+
+def test_sigterm_mid_scene_sends_on_stop_safe_state_offline_and_exits_0(
+        tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder, serve: Serve) -> None:
+    served = serve(write_room(tmp_path, mosquitto))
+    send(recorder, "room1/button", "PRESSED")
+    recorder.wait_for("room1/light", "ON")
+    asked = time.monotonic()
+    served.signal(signal.SIGTERM)
+    code = served.wait_exit(timeout=10)
+    took = time.monotonic() - asked
+    assert code == 0, served.log
+    recorder.wait_for("room1/light", "OFF")
+    recorder.wait_for("room1/steam", "OFF")
+    recorder.wait_for("runner/room1/status", "offline")
+    assert "room1/motor" not in [m.topic for m in recorder.messages]
+    # Order on the wire: safe state before the runner says it is gone.
+    sequence = [(m.topic, m.payload) for m in recorder.messages]
+    assert sequence.index(("room1/steam", b"OFF")) < sequence.index(
+        ("runner/room1/status", b"offline"))
+    assert "Stopped" in served.log and "longer than" not in served.log
+    print(f"SIGTERM to exit: {took:.2f}s")
+    assert took < 2.0 + 3.0  # 2 s is the service's own deadline; the rest is process teardown
+
+
+def test_sigkill_leaves_the_last_will_offline(
+        tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder, serve: Serve) -> None:
+    served = serve(write_room(tmp_path, mosquitto))
+    served.signal(signal.SIGKILL)
+    served.wait_exit()
+    msgs = recorder.wait_for("runner/room1/status", "offline", timeout=10)
+    assert msgs[-1].payload == b"offline"
+
+
+def test_history_survives_a_restart(
+        tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder, serve: Serve) -> None:
+    config = write_room(tmp_path, mosquitto)
+    first = serve(config)
+    send(recorder, "runner/room1/cmd", json.dumps({"command": "play", "scene": "quick"}))
+    wait_until(lambda: recorder.on("runner/room1/state")
+               and isinstance(state(recorder).get("last_run"), dict), what="quick ended")
+    first.signal(signal.SIGTERM)
+    assert first.wait_exit() == 0
+
+    second = serve(config)
+    send(recorder, "room1/button", "PRESSED")
+    recorder.wait_for("room1/light", "ON")
+    second.signal(signal.SIGTERM)  # intro is cut short: outcome shutdown
+    assert second.wait_exit() == 0
+
+    result = run_runner("history", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    intro = next(ln for ln in lines if " intro " in ln)
+    quick = next(ln for ln in lines if " quick " in ln)
+    assert lines.index(intro) < lines.index(quick)  # newest first
+    assert "trigger:room1/button" in intro and "shutdown" in intro
+    assert "cmd" in quick and "completed" in quick
+    assert (tmp_path / "history.sqlite3").exists()
+
+
+def test_a_scene_start_names_the_devices_that_are_offline(
+        tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder, serve: Serve) -> None:
+    send(recorder, "devices/esp32_02/status", "offline", retain=True)
+    send(recorder, "devices/esp32_03/status", "online", retain=True)
+    config = write_room(tmp_path, mosquitto, extra=(
+        "devices:\n"
+        "  esp32_01: [room1/light]\n"
+        "  esp32_02: [room1/motor]\n"
+        "  esp32_03: [room1/fog]\n"
+    ))
+    served = serve(config)
+    served.wait_log("device esp32_03 connected")
+    send(recorder, "room1/button", "PRESSED")
+    served.wait_log("needs device(s) that are not online")
+    assert "esp32_01 (never seen), esp32_02 (offline)" in served.log
+    assert "esp32_03 (" not in served.log
+
+
+def test_serve_with_a_broken_config_says_where_and_exits_1(tmp_path: Path) -> None:
+    (tmp_path / "scenes").mkdir()
+    (tmp_path / "runner.yaml").write_text("room: room1\nscenes_dir: scenes\nbrokr: {}\n")
+    result = run_runner("serve", "--config", str(tmp_path / "runner.yaml"), cwd=tmp_path,
+                        timeout=30)
+    assert result.returncode == 1
+    assert "runner.yaml:3:" in result.stderr and "Traceback" not in result.stderr
+
