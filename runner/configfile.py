@@ -6,6 +6,7 @@ variable; both give text. Their values are never put into a diagnostic.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Mapping
@@ -49,13 +50,15 @@ def load_config(path: Path) -> Config:
 
 def check_config(path: Path) -> tuple[Config | None, list[Diagnostic]]:
     """The config (None when it has errors) and every diagnostic, warnings included."""
+    secrets: list[str] = []
     try:
-        doc = load_file(path, tags=_tag_handlers(path))
+        doc = load_file(path, tags=_tag_handlers(path, secrets))
     except ValidationFailed as e:
         return None, e.diagnostics
     diagnostics = schema.check(doc, schema.CONFIG)
     if isinstance(doc.value, dict):
         diagnostics += _semantic_checks(doc, path.parent)
+    diagnostics = [_redact(d, secrets) for d in diagnostics]
     diagnostics.sort(key=lambda d: (d.line, d.col))
     if any(d.severity is Severity.ERROR for d in diagnostics):
         return None, diagnostics
@@ -82,7 +85,17 @@ def folders_of(path: Path) -> tuple[str, Path, Path]:
             (base / text("media_dir", "media")).resolve())
 
 
-def _tag_handlers(path: Path) -> dict[str, TagHandler]:
+def _redact(d: Diagnostic, secrets: list[str]) -> Diagnostic:
+    """Messages name values; a secret's value must never be among them."""
+    message = d.message
+    for value in sorted(secrets, key=len, reverse=True):
+        if value:
+            message = message.replace(value, "***")
+    return d if message == d.message else dataclasses.replace(d, message=message)
+
+
+def _tag_handlers(path: Path, used: list[str]) -> dict[str, TagHandler]:
+    """Handlers for !secret and !env; every value they hand out is appended to `used`."""
     secrets_path = path.parent / SECRETS_FILE
     cache: dict[str, Mapping[str, Any]] = {}
 
@@ -99,6 +112,7 @@ def _tag_handlers(path: Path) -> dict[str, TagHandler]:
         value = secrets[name]
         if isinstance(value, (dict, list)) or value is None:
             raise TagError(f"secret {name!r} in {secrets_path} must be a single value")
+        used.append(str(value))
         return str(value)
 
     def env(name: str) -> str:
@@ -108,6 +122,7 @@ def _tag_handlers(path: Path) -> dict[str, TagHandler]:
         if value is None:
             raise TagError(f"environment variable {name} is not set; set it in the service's "
                            "environment (e.g. systemd Environment=) or use !secret")
+        used.append(value)
         return value
 
     return {"!secret": secret, "!env": env}
@@ -247,10 +262,12 @@ def _crontab_dow(field: str) -> str:
             first, _, last = rng.partition("-")
             lo = _dow_number(first)
             hi = _dow_number(last) if last else (6 if step else lo)
+            if last and hi == 0 and lo > 0:  # "sat-sun", "5-0": Sunday closes the week
+                hi = 7
         if hi < lo:
             raise ValueError(f"weekday range {rng!r} runs backwards")
         for n in range(lo, hi + 1, step or 1):
-            name = _CRON_DOW_NAMES[n]
+            name = _CRON_DOW_NAMES[n]  # 7 is Sunday again
             if name not in days:
                 days.append(name)
     return ",".join(days)

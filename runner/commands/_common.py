@@ -56,7 +56,7 @@ def parse_broker(text: str, default_port: int = 1883) -> tuple[str, int]:
         bad_port = True
     else:
         bad_port = False
-    if not host or bad_port or parts.path or parts.username:
+    if not host or bad_port or parts.path or parts.username or any(c.isspace() for c in host):
         raise RunnerError(f"--broker {text!r}: give HOST or HOST:PORT, e.g. "
                           "--broker 127.0.0.1:1883 (port 1-65535)")
     return host, port or default_port
