@@ -92,6 +92,9 @@ def create_app(room: views.Room, *, auth: Auth | None = None,
     config = room.config
     dashboard = config.dashboard
     auth = auth or Auth(dashboard.token)
+    if not auth.token_configured:
+        log.warning("The dashboard has no token: it shows the room, but play, stop and "
+                    "panic are refused until dashboard.token is set in runner.yaml")
     tz = views.room_timezone(config)
     failure_clock = views.FailureClock()
     feed_kwargs = {} if feed_min_interval is None else {"min_interval": feed_min_interval}

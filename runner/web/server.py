@@ -18,6 +18,8 @@ log = logging.getLogger("dashboard")
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
+# uvicorn's start/stop lines say nothing staff need; its warnings and errors still show.
+UVICORN_LOG_LEVEL = logging.WARNING
 GRACEFUL_SHUTDOWN = 1  # seconds open requests get before they are cut at stop()
 
 
@@ -47,7 +49,8 @@ class DashboardServer:
         sock = self._listen()
         self.port = int(sock.getsockname()[1])
         config = uvicorn.Config(
-            self.app, log_config=None, access_log=False, lifespan="on",
+            self.app, log_config=None, log_level=UVICORN_LOG_LEVEL, access_log=False,
+            lifespan="on",
             timeout_graceful_shutdown=self._graceful, server_header=False,
         )
         server = uvicorn.Server(config)
