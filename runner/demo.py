@@ -83,8 +83,8 @@ def broker_answers(broker: BrokerConfig, timeout: float = PROBE_TIMEOUT) -> bool
     except (OSError, ValueError):
         return False
     finally:
+        client.disconnect()  # before loop_stop, which otherwise waits out a select()
         client.loop_stop()
-        client.disconnect()
     return bool(accepted and accepted[0])
 
 

@@ -94,6 +94,14 @@ def get_json(url: str) -> Any:
         return json.loads(response.read())
 
 
+def post(url: str, token: str, body: dict[str, Any] | None = None) -> Any:
+    request = urllib.request.Request(
+        url, data=json.dumps(body or {}).encode(), method="POST",
+        headers={"authorization": f"Bearer {token}", "content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:  # loopback only
+        return json.loads(response.read())
+
+
 def online_devices(base: str) -> set[str]:
     return {d["id"] for d in get_json(base + "api/devices")["devices"] if d["online"]}
 
@@ -120,13 +128,22 @@ def test_demo_uses_a_broker_that_answers(
         tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder,
         demo_factory: list[DemoProcess]) -> None:
     demo = start_demo(demo_factory, tmp_path, "--broker", mosquitto.address, "--port", "0")
-    check_running_demo(demo)
+    base = check_running_demo(demo)
     assert f"the MQTT broker at {mosquitto.address}" in demo.output()
     assert "embedded" not in demo.output()
     # The show really went over this broker, answered by the virtual devices.
     recorder.wait_for("room1/light", "ON")
     recorder.wait_for("room1/status", "OK")
     recorder.wait_for("devices/esp32_room1_steam/status", "online")
+
+    # The printed token lets staff stop the show and start it again from the dashboard.
+    token = re.search(r"token\s+(\S+)", demo.output())
+    assert token is not None
+    post(base + "api/stop", token.group(1))
+    wait_until(lambda: "press Play there" in demo.output(), 20, what="the stop reported")
+    recorder.clear()
+    assert post(base + "api/play", token.group(1), {"scene": "demo"})["started"]
+    recorder.wait_for("room1/light", "ON", timeout=10)
 
     assert demo.interrupt() == 0, demo.stderr
     assert "Traceback" not in demo.stderr
