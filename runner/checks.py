@@ -66,13 +66,13 @@ def _suggest_clock(hours: str | None, minutes: str, seconds: str, fraction: str 
     return f'"{text}{fraction or ""}"'
 
 
-def format_offset(seconds: float) -> str:
-    """`75.5` → `1:15.500`; hours appear only when needed."""
+def format_offset(seconds: float, *, hours: bool = False) -> str:
+    """`75.5` → `1:15.500`; hours appear when needed, or always with `hours`."""
     millis = round(seconds * 1000)
     h, rest = divmod(millis, 3_600_000)
     m, rest = divmod(rest, 60_000)
     s, ms = divmod(rest, 1000)
-    return f"{h}:{m:02d}:{s:02d}.{ms:03d}" if h else f"{m}:{s:02d}.{ms:03d}"
+    return f"{h}:{m:02d}:{s:02d}.{ms:03d}" if h or hours else f"{m}:{s:02d}.{ms:03d}"
 
 
 def topic_problem(topic: str) -> str | None:

@@ -76,7 +76,8 @@ def write_plan(scene: Scene, out: TextIO, *, feedback_timeout: float) -> None:
               f"{format_offset(scene.duration)} · {rounds} · feedback timeout "
               f"{feedback_timeout:g} s\n\n")
     header = ("offset", "label", "topic", "message", "route", "feedback")
-    rows = [[format_offset(a.at), a.label or "", a.topic, _message(a), a.route.value,
+    long = any(a.at >= 3600 for a in scene.actions)  # one format for the whole column
+    rows = [[format_offset(a.at, hours=long), a.label or "", a.topic, _message(a), a.route.value,
              _feedback(a)] for a in scene.actions]
     out.write("\n".join(_table(header, rows)) + "\n")
     if scene.on_stop:
