@@ -8,13 +8,14 @@ service plays the demo scene in a loop, and the dashboard shows it all.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import secrets
 import shutil
 import ssl
 import sys
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -32,6 +33,8 @@ from runner.service import RoomService
 from runner.simulate import DeviceFleet, devices_for_topics
 from runner.web.app import create_app
 from runner.web.server import DashboardServer
+
+log = logging.getLogger("demo")
 
 DEMO_SCENE = "demo"
 DEMO_ROOM = "room1"
@@ -177,14 +180,19 @@ class Demo:
         self._stopping.set()
         if self._restart:
             self._restart.cancel()
-        if self.server:
-            self.server.stop()
-        if self.service:
-            self.service.shutdown()
-        if self.fleet:
-            self.fleet.stop()
-        if self.embedded:
-            self.embedded.stop()
+        steps: list[tuple[str, Callable[[], None] | None]] = [
+            ("the dashboard", self.server.stop if self.server else None),
+            ("the room service", self.service.shutdown if self.service else None),
+            ("the virtual devices", self.fleet.stop if self.fleet else None),
+            ("the embedded broker", self.embedded.stop if self.embedded else None),
+        ]
+        for what, step in steps:
+            if step is None:
+                continue
+            try:
+                step()
+            except Exception:  # the later parts must stop even when one fails
+                log.exception("stopping %s failed", what)
         shutil.rmtree(self._workdir, ignore_errors=True)
 
     # --- parts ---------------------------------------------------------------------

@@ -38,18 +38,30 @@ def run(args: argparse.Namespace) -> int:
     # Imported here: the demo pulls in amqtt, uvicorn and the whole service.
     from runner.demo import Demo  # noqa: PLC0415
 
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda _s, _f: stop.set())
+    stop = _stop_on_signals()
     demo = Demo(config.broker, dashboard_port=args.port)
     try:
         demo.start()
+        stop.wait()
+        print("Stopping: the show goes to its safe state, devices say offline.", flush=True)
     except RunnerError as exc:
         print(f"runner demo: {exc}", file=sys.stderr)
-        demo.stop()
         return EXIT_ERROR
-    stop.wait()
-    print("Stopping: the show goes to its safe state, devices say offline.", flush=True)
-    demo.stop()
+    finally:
+        demo.stop()
     print("Stopped.", flush=True)
     return EXIT_OK
+
+
+def _stop_on_signals() -> threading.Event:
+    """Ctrl-C or SIGTERM asks for a clean stop; a second Ctrl-C gives up waiting for it."""
+    stop = threading.Event()
+
+    def handle(sig: int, _frame: object) -> None:
+        stop.set()
+        if sig == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handle)
+    return stop

@@ -106,8 +106,14 @@ def run(args: argparse.Namespace) -> int:
         on_answer=_print_answer,
     )
     stop = threading.Event()
+
+    def handle(sig: int, _frame: object) -> None:
+        stop.set()
+        if sig == signal.SIGINT:  # a second Ctrl-C gives up waiting for the clean stop
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda _s, _f: stop.set())
+        signal.signal(sig, handle)
 
     low, high = latency
     spread = f"{low:g}s" if low == high else f"{low:g}-{high:g}s"
