@@ -162,6 +162,14 @@ def test_dashboard_in_chromium(serve: str, mosquitto: Mosquitto, recorder: Recor
                 expect(row.locator(".badge")).to_have_class("badge bad")
                 assert page.evaluate("window.loadedOnce") is True, "the page reloaded"
 
+                # A device id is whatever a topic says: shown as text, never run as markup.
+                hostile = "<img src=x onerror=window.pwned=1>"
+                publish(mosquitto, f"devices/{hostile}/status", "online", retain=True)
+                expect(page.locator("#devices li .name", has_text=hostile)).to_have_count(
+                    1, timeout=UI_TIMEOUT)
+                assert page.locator("#devices img").count() == 0
+                assert page.evaluate("window.pwned") is None
+
                 # Without the token, Play is refused and nothing reaches the broker.
                 page.click("#play")
                 expect(page.locator("#control-message")).to_contain_text(
