@@ -158,6 +158,7 @@ class VirtualDevice:
         self._away_until = 0.0
         self._misc: asyncio.TimerHandle | None = None
         self._pending: set[asyncio.TimerHandle] = set()
+        self._next_drop: asyncio.TimerHandle | None = None
         self.answered = 0
         self.drops = 0
 
@@ -293,7 +294,7 @@ class VirtualDevice:
         if self.flaky:
             up = self._rng.uniform(*self.flaky.up)
             away = self._rng.uniform(*self.flaky.down)
-            self._later(up, lambda: self.drop(away))
+            self._next_drop = self._later(up, lambda: self.drop(away))
 
     def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, _r: Any, _p: Any) -> None:
         if mid == self._online_mid and self._connected:
@@ -302,6 +303,10 @@ class VirtualDevice:
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         self._connected = False
+        if self._next_drop:  # planned for this connection; the next one plans its own
+            self._next_drop.cancel()
+            self._pending.discard(self._next_drop)
+            self._next_drop = None
         was_online, self._online = self._online, False
         if was_online:
             self._on_change(self)
@@ -321,7 +326,7 @@ class VirtualDevice:
         arrived = time.monotonic()
         self._later(delay, lambda: self._answer(msg.topic, message, status, arrived))
 
-    def _later(self, delay: float, fn: Callable[[], None]) -> None:
+    def _later(self, delay: float, fn: Callable[[], None]) -> asyncio.TimerHandle:
         assert self._loop is not None
         handle: asyncio.TimerHandle
 
@@ -331,6 +336,7 @@ class VirtualDevice:
 
         handle = self._loop.call_later(delay, fire)
         self._pending.add(handle)
+        return handle
 
     def _answer(self, topic: str, message: str, status: str, arrived: float) -> None:
         if not self._connected:
@@ -408,6 +414,8 @@ class DeviceFleet:
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Every device announces `offline` and disconnects; then the thread ends."""
         if not self._thread.is_alive():
+            if self._thread.ident is None and not self._loop.is_closed():
+                self._loop.close()  # never started
             return
         future = asyncio.run_coroutine_threadsafe(self._go_offline(timeout), self._loop)
         try:
