@@ -11,6 +11,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from runner import yamlload
 from runner.errors import ValidationFailed
 from runner.yamlload import (
     MAX_FILE_BYTES,
@@ -91,6 +92,11 @@ def test_duplicate_keys_name_both_lines(pure: bool) -> None:
 def test_unknown_tags_are_refused(pure: bool, tagged: str) -> None:
     [err] = errors_of(f"a: {tagged}\n", pure=pure)
     assert err.startswith("f.yaml:1:4: error: $.a: tag ") and "is not allowed" in err
+
+
+def test_libyaml_parser_is_used_where_pyyaml_has_it() -> None:
+    assert yamlload.LIBYAML is yaml.__with_libyaml__
+    assert yamlload.LIBYAML, "PyYAML without libyaml: validate is several times slower"
 
 
 def test_a_refused_tag_never_runs(tmp_path: Path) -> None:
