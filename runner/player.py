@@ -193,34 +193,37 @@ class Player:
         """Block until nothing plays or is queued; False when `timeout` passed first."""
         return self._idle.wait(timeout)
 
-    def state(self) -> dict[str, object]:
-        """What plays now, JSON-able, for the dashboard and the terminal."""
+    def state(self, *, records: bool = True) -> dict[str, object]:
+        """What plays now, JSON-able, for the dashboard and the terminal.
+
+        Only a snapshot is taken under the lock, so a cue due meanwhile is not held up
+        by the serialising; `records=False` leaves the (long) record list out.
+        """
         with self._lock:
             live = self._live
             if live is None:
                 return {"scene": None}
             run, scene = live.run, live.scene
             elapsed = max(0.0, self._clock() - live.start)
-            rounds = scene.rounds
-            rnd = int(elapsed // scene.duration) if scene.duration > 0 else 0
-            if rounds is not None:
-                rnd = min(rnd, rounds - 1)
-            upcoming = [r for r in run.records if r.delivery is None]
-            nxt = min(upcoming, key=lambda r: r.planned) if upcoming else None
-            return {
-                "scene": scene.id,
-                "name": scene.name,
-                "run_id": run.run_id,
-                "started_at": run.started_at,
-                "elapsed": round(elapsed, 3),
-                "duration": run.duration,
-                "round": rnd,
-                "next_cue": None if nxt is None else {
-                    "at": nxt.planned, "in": round(max(0.0, nxt.planned - elapsed), 3),
-                    "topic": nxt.topic, "message": nxt.message, "label": nxt.label,
-                },
-                "records": [r.to_json() for r in run.records],
-            }
+            snapshot = list(run.records)
+        rnd = int(elapsed // scene.duration) if scene.duration > 0 else 0
+        if scene.rounds is not None:
+            rnd = min(rnd, scene.rounds - 1)
+        nxt = next((r for r in snapshot if r.delivery is None), None)
+        return {
+            "scene": scene.id,
+            "name": scene.name,
+            "run_id": run.run_id,
+            "started_at": run.started_at,
+            "elapsed": round(elapsed, 3),
+            "duration": run.duration,
+            "round": rnd,
+            "next_cue": None if nxt is None else {
+                "at": nxt.planned, "in": round(max(0.0, nxt.planned - elapsed), 3),
+                "topic": nxt.topic, "message": nxt.message, "label": nxt.label,
+            },
+            "records": [r.to_json() for r in snapshot] if records else [],
+        }
 
     def shutdown(self) -> None:
         """Stop a running scene into its safe state (Outcome.SHUTDOWN) and end the threads."""

@@ -57,8 +57,12 @@ class Progress:
                 self._out.write(line + "\n")
             self._out.flush()
 
+    @property
+    def live(self) -> bool:
+        return self._tty
+
     def redraw(self, state: dict[str, object]) -> None:
-        if not self._tty or state.get("scene") is None:
+        if state.get("scene") is None:
             return
         with self._lock:
             self._status = status_line(state)
@@ -117,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
                 log.warning("interrupted: stopping %s into its safe state", scene.id)
                 player.stop(Outcome.STOPPED)
                 break
-            progress.redraw(player.state())
+            if progress.live:
+                progress.redraw(player.state(records=False))
     finally:
         player.shutdown()  # stops a scene still running into its safe state
         media.close()
