@@ -34,15 +34,6 @@ CLOCK_JUMP_SECONDS = 5.0  # wall vs monotonic disagreement that counts as a cloc
 # are handed to it by name, which both read the same way.
 CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-CRON_MACROS = {
-    "@yearly": "0 0 1 1 *",
-    "@annually": "0 0 1 1 *",
-    "@monthly": "0 0 1 * *",
-    "@weekly": "0 0 * * 0",
-    "@daily": "0 0 * * *",
-    "@midnight": "0 0 * * *",
-    "@hourly": "0 * * * *",
-}
 
 
 class ShowError(ValueError):
@@ -113,8 +104,7 @@ def cron_trigger(expr: str, tz: tzinfo) -> BaseTrigger:
 
     As in cron, when both day of month and day of week are restricted, either matches.
     """
-    line = CRON_MACROS.get(expr.strip().lower(), expr)
-    fields = line.split()
+    fields = expr.split()
     if len(fields) != 5:
         raise ShowError(
             f"cron {expr!r} has {len(fields)} fields; a crontab line has five: "
