@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes.util
 import json
 import re
 import signal
@@ -22,7 +23,7 @@ from runner.embedded_broker import EmbeddedBroker
 from runner.model import BrokerConfig
 from runner.simulate import DeviceFleet, VirtualDevice
 from tests.brokers import Mosquitto, free_port
-from tests.conftest import Recorder, spawn_runner, wait_until
+from tests.conftest import Recorder, require, spawn_runner, wait_until
 
 DEMO_DEVICES = {"esp32_room1_light", "esp32_room1_motor", "esp32_room1_steam"}
 URL = re.compile(r"dashboard\s+(http://127\.0\.0\.1:(\d+)/)")
@@ -82,9 +83,10 @@ def demo_factory(tmp_path: Path) -> Iterator[list[DemoProcess]]:
         d.kill()
 
 
-def start_demo(started: list[DemoProcess], tmp_path: Path, *args: str) -> DemoProcess:
+def start_demo(started: list[DemoProcess], tmp_path: Path, *args: str,
+               env: dict[str, str] | None = None) -> DemoProcess:
     # cwd=tmp_path: no runner.yaml there, so only --broker decides where the broker is.
-    demo = DemoProcess(spawn_runner("demo", *args, cwd=tmp_path))
+    demo = DemoProcess(spawn_runner("demo", *args, cwd=tmp_path, env=env))
     started.append(demo)
     return demo
 
@@ -127,9 +129,12 @@ def check_running_demo(demo: DemoProcess) -> str:
 def test_demo_uses_a_broker_that_answers(
         tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder,
         demo_factory: list[DemoProcess]) -> None:
+    require("libvlc", ctypes.util.find_library("vlc") is not None,
+            "apt-get install libvlc5 vlc-plugin-base")
     demo = start_demo(demo_factory, tmp_path, "--broker", mosquitto.address, "--port", "0")
     base = check_running_demo(demo)
     assert f"the MQTT broker at {mosquitto.address}" in demo.output()
+    assert "media      played here through libvlc" in demo.output()
     assert "embedded" not in demo.output()
     # The show really went over this broker, answered by the virtual devices.
     recorder.wait_for("room1/light", "ON")
@@ -155,15 +160,23 @@ def test_demo_uses_a_broker_that_answers(
 def test_demo_starts_its_own_broker_when_none_answers(
         tmp_path: Path, demo_factory: list[DemoProcess]) -> None:
     nothing_there = f"127.0.0.1:{free_port()}"
+    # A machine without libvlc: the one fault here we cannot cause for real, so a `vlc`
+    # module that fails to import as python-vlc does when libvlc is missing.
+    no_vlc = tmp_path / "no_vlc"
+    no_vlc.mkdir()
+    (no_vlc / "vlc.py").write_text("raise ImportError('libvlc.so.5: cannot open shared object')\n")
     # The default dashboard port may be taken: occupy the one we ask for to prove the fallback.
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         taken_port = taken.getsockname()[1]
         demo = start_demo(demo_factory, tmp_path, "--broker", nothing_there,
-                          "--port", str(taken_port))
+                          "--port", str(taken_port), env={"PYTHONPATH": str(no_vlc)})
         base = check_running_demo(demo)
     assert f"nothing answered at {nothing_there}" in demo.output()
+    assert "media      simulated" in demo.output()
+    wait_until(lambda: "demo_chime.wav  simulated" in demo.output(), 20,
+               what="the chime cue, simulated")
     assert f":{taken_port}/" not in base
     assert demo.interrupt() == 0, demo.stderr
     assert "Traceback" not in demo.stderr
