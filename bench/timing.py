@@ -86,25 +86,30 @@ def publisher(broker: Mosquitto, name: str) -> mqtt.Client:
     return c
 
 
+Planned = dict[tuple[str, str], float]
+
+
 def run_sleep_loop(broker: Mosquitto, msgs: list[tuple[float, str, str]]
-                   ) -> dict[tuple[str, str], float]:
+                   ) -> tuple[Planned, list[float]]:
     c = publisher(broker, "bench-sleep")
     time.sleep(0.2)  # connected and idle before the first burst
     start_wall = time.time() + START_LEAD
     start = time.monotonic() + START_LEAD
+    at_publish: list[float] = []
     for offset, topic, payload in msgs:
         remaining = start + offset - time.monotonic()
         if remaining > 0:
             time.sleep(remaining)
+        at_publish.append(time.monotonic() - start - offset)
         c.publish(topic, payload, qos=1)
     time.sleep(0.3)
     c.loop_stop()
     c.disconnect()
-    return {(t, p): start_wall + o for o, t, p in msgs}
+    return {(t, p): start_wall + o for o, t, p in msgs}, at_publish
 
 
 def run_apscheduler(broker: Mosquitto, msgs: list[tuple[float, str, str]]
-                    ) -> dict[tuple[str, str], float]:
+                    ) -> tuple[Planned, list[float]]:
     c = publisher(broker, "bench-aps")
     sched = BackgroundScheduler(timezone=timezone.utc)
     sched.start()
@@ -114,22 +119,25 @@ def run_apscheduler(broker: Mosquitto, msgs: list[tuple[float, str, str]]
     for o, t, p in msgs:
         groups.setdefault(o, []).append((t, p))
 
-    def fire(items: list[tuple[str, str]]) -> None:
+    at_publish: list[float] = []
+
+    def fire(o: float, items: list[tuple[str, str]]) -> None:
         for t, p in items:
+            at_publish.append(time.time() - start_wall - o)
             c.publish(t, p, qos=1)
 
     for o, items in groups.items():
-        sched.add_job(fire, "date", args=[items], misfire_grace_time=None,
+        sched.add_job(fire, "date", args=[o, items], misfire_grace_time=None,
                       run_date=datetime.fromtimestamp(start_wall + o, tz=timezone.utc))
     time.sleep(START_LEAD + max(groups) + 0.5)
     sched.shutdown()
     c.loop_stop()
     c.disconnect()
-    return {(t, p): start_wall + o for o, t, p in msgs}
+    return {(t, p): start_wall + o for o, t, p in msgs}, at_publish
 
 
 def run_runner(broker: Mosquitto, msgs: list[tuple[float, str, str]], workdir: Path,
-               ) -> tuple[dict[tuple[str, str], float], float, int]:
+               ) -> tuple[Planned, list[float], float, int]:
     """Plays the scene with `runner play`; planned moments, CPU seconds, peak RSS (KiB)."""
     (workdir / "scenes").mkdir(parents=True, exist_ok=True)
     lines = ["name: Timing benchmark", "room: bench", "actions:"]
@@ -153,7 +161,8 @@ def run_runner(broker: Mosquitto, msgs: list[tuple[float, str, str]], workdir: P
     start = float(data["started_at"])
     planned = {(r["topic"], r["message"]): start + float(r["planned"])
                for r in data["records"]}
-    return planned, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
+    at_publish = [float(r["lateness"]) for r in data["records"]]
+    return planned, at_publish, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
 
 
 def pct(values: list[float], p: float) -> float:
@@ -161,10 +170,12 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-def row(name: str, late: list[float]) -> str:
+def row(name: str, late: list[float], at_publish: list[float]) -> str:
     ms = [x * 1000 for x in late]
+    pub = [x * 1000 for x in at_publish]
     return (f"| {name} | {len(ms)} | {statistics.median(ms):.2f} | {pct(ms, 99):.2f} | "
-            f"{max(ms):.2f} | {min(ms):.2f} |")
+            f"{max(ms):.2f} | {statistics.median(pub):.3f} | {pct(pub, 99):.2f} | "
+            f"{max(pub):.2f} |")
 
 
 def main() -> int:
@@ -175,8 +186,9 @@ def main() -> int:
     ap.add_argument("--gap", type=float, default=0.1)
     ap.add_argument("--detail", action="store_true", help="worst lateness per burst")
     args = ap.parse_args()
-    late: dict[str, list[float]] = {"runner play": [], "bare APScheduler": [],
-                                    "sleep-until loop": []}
+    names = ("runner play", "bare APScheduler", "sleep-until loop")
+    late: dict[str, list[float]] = {n: [] for n in names}
+    published: dict[str, list[float]] = {n: [] for n in names}
     cpu: list[float] = []
     rss: list[int] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -186,26 +198,30 @@ def main() -> int:
             for k in range(args.repeat):
                 shape = (args.bursts, args.burst, args.gap)
                 msgs = pattern("bench/runner", k, *shape)
-                planned, cpu_s, peak = run_runner(broker, msgs, Path(tmp) / f"room{k}")
+                planned, pub, cpu_s, peak = run_runner(broker, msgs, Path(tmp) / f"room{k}")
                 sub.wait_for(list(planned))
                 late["runner play"] += sub.lateness(planned)
+                published["runner play"] += pub
                 cpu.append(cpu_s)
                 rss.append(peak)
                 for name, fn, prefix in (("bare APScheduler", run_apscheduler, "bench/aps"),
                                          ("sleep-until loop", run_sleep_loop, "bench/sleep")):
-                    planned = fn(broker, pattern(prefix, k, *shape))
+                    planned, pub = fn(broker, pattern(prefix, k, *shape))
                     sub.wait_for(list(planned))
                     late[name] += sub.lateness(planned)
+                    published[name] += pub
         finally:
             sub.client.loop_stop()
             broker.kill()
     n = args.bursts * args.burst
     print(f"{n} actions ({args.bursts} bursts of {args.burst}, {args.gap}s apart), "
-          f"{args.repeat} run(s) each, lateness at the subscriber in ms:\n")
-    print("| publisher | messages | p50 | p99 | max | min |")
-    print("|---|---|---|---|---|---|")
+          f"{args.repeat} run(s) each; lateness in ms at the subscriber's arrival, and "
+          "at the publish call:\n")
+    print("| publisher | messages | arrival p50 | arrival p99 | arrival max "
+          "| publish p50 | publish p99 | publish max |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, values in late.items():
-        print(row(name, values))
+        print(row(name, values, published[name]))
     if args.detail:
         for name, values in late.items():
             worst = [max(values[i:i + args.burst]) * 1000
