@@ -8,6 +8,7 @@ that a command whose moment has passed is never delivered late by paho's own res
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -203,6 +204,10 @@ class MQTTClient:
         except (OSError, ValueError) as err:
             self._drop(link)
             return _Attempt.UNREACHABLE, str(err) or type(err).__name__
+        sock = link.paho.socket()
+        if isinstance(sock, socket.socket):  # TLS sockets included
+            # Commands are tiny; Nagle would hold the second of two cues fired together.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         link.paho.loop_start()
         if not link.connack.wait(self._connack_timeout):
             self._drop(link)
