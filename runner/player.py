@@ -47,7 +47,8 @@ log = logging.getLogger("player")
 EARLY_WAKE = 0.030  # APScheduler wakes a cue job this long before its moment
 SPIN_WINDOW = 0.0015  # busy-wait the last stretch: sleep() overshoots by ~0.1 ms
 START_DELAY = 0.100  # from play() to the scene's 0, so the first cue is scheduled too
-MISFIRE_GRACE = 1.0  # a cue job later than this is dropped (NOT_SENT) and logged
+MISFIRE_GRACE = 1  # seconds (APScheduler takes whole ones): a cue job later than this
+# is dropped (recorded NOT_SENT) and logged
 LATE_WARNING = 0.050  # a cue fired this late is logged as a warning
 POOL_SIZE = 16  # cue jobs at offsets closer than EARLY_WAKE wait side by side
 ROUND_LEAD = 1.0  # a loop's next round is scheduled this long before it starts
@@ -102,7 +103,7 @@ class Player:
     def __init__(self, client: Publisher, tracker: Tracker, media: MediaBackend,
                  config: Config, *, clock: Callable[[], float] = time.monotonic,
                  early_wake: float = EARLY_WAKE, start_delay: float = START_DELAY,
-                 misfire_grace: float = MISFIRE_GRACE, pool_size: int = POOL_SIZE) -> None:
+                 misfire_grace: int = MISFIRE_GRACE, pool_size: int = POOL_SIZE) -> None:
         self._client = client
         self._tracker = tracker
         self._media = media

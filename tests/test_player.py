@@ -368,3 +368,25 @@ def test_commands_due_while_the_broker_is_away_are_never_sent_late(
     # The scene kept its time through the outage.
     assert max(abs(x.lateness or 1) for x in run.records) < TOLERANCE
     assert run.outcome is Outcome.FEEDBACK_FAILED  # NOT_SENT cues are failures
+
+
+def test_a_cue_job_that_misses_its_moment_is_logged_and_recorded_not_sent(
+        mosquitto: Mosquitto, recorder: Recorder, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Woken 2 s early, the cue at 0 s would have had to start 1.9 s ago: more than the
+    # 1 s grace, so APScheduler reports it missed, as it would after a frozen machine.
+    r, close = make_rig(mosquitto, SimulatedMedia(tmp_path), tmp_path, early_wake=2.0)
+    try:
+        with caplog.at_level("ERROR", logger="player"):
+            run = r.play(scene(act(0, "room1/early", "X", feedback=NONE),
+                               act(1.5, "room1/late", "Y", feedback=NONE)))
+            assert r.player.wait(10)
+        recorder.wait_for("room1/late", "Y")
+    finally:
+        close()
+    assert recorder.payloads("room1/early") == []
+    assert run.records[0].delivery is Delivery.NOT_SENT
+    assert "missed its moment" in (run.records[0].error or "")
+    assert run.records[1].delivery is Delivery.SENT
+    assert "missed their moment" in caplog.text
+    assert run.outcome is Outcome.FEEDBACK_FAILED
