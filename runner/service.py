@@ -85,6 +85,7 @@ class RoomService:
         self._last_run: SceneRun | None = None
         self._player_outdated = False  # a reload came while a scene played
         self._started = False
+        self._stopping = False
         self.room_safe = threading.Event()  # set once shutdown sent safe state and `offline`
 
         self.client = MQTTClient.from_config(config)
@@ -133,7 +134,11 @@ class RoomService:
     # -- life cycle ----------------------------------------------------------------------
 
     def start(self) -> None:
-        """Connect (or go on in simulation mode), then start shows and the retained state."""
+        """Connect (or go on in simulation mode), then start shows and the retained state.
+
+        Connecting may take `connect_retries` x `retry_delay` while the broker is away;
+        `shutdown()` from another thread cuts it short.
+        """
         unfinished = self.history.close_unfinished()
         if unfinished:
             log.warning("%d run(s) in the history never ended (the service stopped hard); "
@@ -142,11 +147,15 @@ class RoomService:
                                  on_disconnect=self._changed)
         self.registry.add_listener(self._on_device)
         self.tracker.add_result_listener(self._on_result)
-        self._route_topics()
-        self.state.start()
+        with self._lock:
+            self._route_topics()
+            self.state.start()
+            self._started = True
         self.client.connect()
-        self.shows.start()
-        self._started = True
+        with self._lock:
+            if self._stopping:
+                return
+            self.shows.start()
         log.info("Room %s ready: %d scene(s), %d show(s), %d trigger(s); commands on %s",
                  self.config.room, len(self.scenes), len(self.config.shows),
                  len(self.config.triggers), self.config.runner_cmd_topic)
@@ -158,7 +167,7 @@ class RoomService:
         does not get a second one on the same port.
         """
         dash = self.config.dashboard
-        if not dash.enabled:
+        if not dash.enabled or self._stopping:
             return None
         try:
             from runner.web.app import create_app  # noqa: PLC0415 - only when enabled
@@ -178,8 +187,9 @@ class RoomService:
 
     def shutdown(self) -> None:
         """The scene's on_stop and the safe state, the idle state and `offline`, then close."""
-        self.shows.stop()
         with self._lock:
+            self._stopping = True
+            self.shows.stop()
             if self.player.current_run is None:
                 self._apply_safe_state()
             self.player.shutdown()  # a running scene: on_stop, safe_state, Outcome.SHUTDOWN

@@ -6,6 +6,7 @@ import json
 import signal
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.brokers import Mosquitto
+from tests.brokers import Mosquitto, free_port
 from tests.conftest import Recorder, run_runner, spawn_runner, wait_until
 
 INTRO = """\
@@ -324,3 +325,43 @@ def test_serve_with_a_broken_config_says_where_and_exits_1(tmp_path: Path) -> No
     assert result.returncode == 1
     assert "runner.yaml:3:" in result.stderr and "Traceback" not in result.stderr
 
+
+
+def test_sigterm_while_the_broker_is_still_being_tried_stops_at_once(tmp_path: Path) -> None:
+    (tmp_path / "scenes").mkdir()
+    (tmp_path / "scenes" / "quick.yaml").write_text(QUICK)
+    (tmp_path / "runner.yaml").write_text(
+        "room: room1\n"
+        # a port nobody listens on
+        f"broker: {{host: 127.0.0.1, port: {free_port()}, connect_retries: 20, "
+        "retry_delay: 1}\n"
+        "scenes_dir: scenes\n"
+        "dashboard: {enabled: false}\n")
+    served = Served(tmp_path / "runner.yaml")
+    try:
+        served.wait_log("not reachable (attempt 1 of 20)", timeout=20)
+        asked = time.monotonic()
+        served.signal(signal.SIGTERM)
+        assert served.wait_exit(timeout=10) == 0, served.log
+        assert time.monotonic() - asked < 2.0 + 3.0
+        assert "ready" not in served.log  # the shows never started
+    finally:
+        served.close()
+
+
+def test_serve_starts_the_dashboard_from_the_config(
+        tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder, serve: Serve) -> None:
+    port = free_port()
+    config = write_room(tmp_path, mosquitto)
+    config.write_text(config.read_text().replace(
+        "dashboard: {enabled: false}", f"dashboard: {{bind: 127.0.0.1, port: {port}}}"))
+    served = serve(config)
+    served.wait_log(f"Dashboard on http://127.0.0.1:{port}/")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as page:
+        assert page.status == 200
+    asked = time.monotonic()
+    served.signal(signal.SIGTERM)
+    assert served.wait_exit() == 0
+    took = time.monotonic() - asked
+    print(f"SIGTERM to exit with the dashboard: {took:.2f}s")
+    assert "longer than" not in served.log

@@ -8,11 +8,15 @@ import os
 import signal
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 from runner.cli import EXIT_ERROR, EXIT_OK
 from runner.commands._common import config_from_args, print_diagnostics
 from runner.errors import RunnerError, ValidationFailed
 from runner.shows import ShowError
+
+if TYPE_CHECKING:
+    from runner.service import RoomService
 
 log = logging.getLogger("shows")
 
@@ -44,8 +48,10 @@ def run(args: argparse.Namespace) -> int:
     except (RunnerError, ShowError) as e:
         print(f"runner serve: {e}", file=sys.stderr)
         return EXIT_ERROR
-    service.start()
-    service.start_dashboard()
+    # Started beside the signal loop: connecting to a broker that is away takes a while,
+    # and a SIGTERM meanwhile must still stop the room within 2 s.
+    starter = threading.Thread(target=_start, args=(service,), name="start", daemon=True)
+    starter.start()
     while True:
         sig = signal.sigwait(SIGNALS)
         if sig != signal.SIGHUP:
@@ -68,3 +74,8 @@ def run(args: argparse.Namespace) -> int:
         os._exit(EXIT_OK if safe else EXIT_ERROR)
     log.info("Stopped")
     return EXIT_OK
+
+
+def _start(service: RoomService) -> None:
+    service.start()
+    service.start_dashboard()
