@@ -54,6 +54,7 @@ POOL_SIZE = 16  # cue jobs at offsets closer than EARLY_WAKE wait side by side
 ROUND_LEAD = 1.0  # a loop's next round is scheduled this long before it starts
 FEEDBACK_GRACE = 0.5  # after the last feedback timeout, the run is closed regardless
 MIN_ROUND = 0.05  # a loop shorter than this would spin: it plays once instead
+KEEP_ROUNDS = 20  # records kept of a scene that loops forever
 
 Listener = Callable[[str, SceneRun], None]
 RecordListener = Callable[[str, SceneRun, ActionRecord], None]
@@ -280,7 +281,6 @@ class Player:
                 return
             scene, run = live.scene, live.run
             round_start = live.start + rnd * scene.duration
-            base = len(run.records)
             cues: list[Cue] = []
             for i, action in enumerate(scene.actions):
                 rec = ActionRecord(index=i, round=rnd,
@@ -288,6 +288,12 @@ class Player:
                                    topic=action.topic, message=action.message,
                                    route=action.route.value, label=action.label)
                 cues.append((action, rec))
+            if scene.rounds is None and rnd >= KEEP_ROUNDS:
+                # A scene looping all day keeps only its recent rounds' records.
+                oldest = rnd - KEEP_ROUNDS
+                run.records[:] = [r for r in run.records if r.round > oldest
+                                  or r.delivery is None
+                                  or r.feedback is FeedbackStatus.PENDING]
             run.records.extend(rec for _, rec in cues)
             # Actions at one offset fire together, in file order, from one job.
             for g, (at, group) in enumerate(itertools.groupby(cues, key=lambda c: c[0].at)):
@@ -295,8 +301,7 @@ class Player:
                 live.groups[job_id] = list(group)
                 self._add_job(live, job_id, round_start + at - self._early, self._fire,
                               job_id, round_start + at)
-            log.debug("%s round %d: %d cue(s) scheduled (records %d..)", scene.id, rnd,
-                      len(cues), base)
+            log.debug("%s round %d: %d cue(s) scheduled", scene.id, rnd, len(cues))
             round_end = round_start + scene.duration
             more = scene.rounds is None or rnd + 1 < scene.rounds
             if more and scene.duration >= MIN_ROUND:

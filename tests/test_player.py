@@ -390,3 +390,23 @@ def test_a_cue_job_that_misses_its_moment_is_logged_and_recorded_not_sent(
     assert run.records[1].delivery is Delivery.SENT
     assert "missed their moment" in caplog.text
     assert run.outcome is Outcome.FEEDBACK_FAILED
+
+
+def test_a_scene_looping_forever_keeps_time_until_stopped(
+        mosquitto: Mosquitto, recorder: Recorder, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("runner.player.KEEP_ROUNDS", 3)
+    r, close = make_rig(mosquitto, SimulatedMedia(tmp_path), tmp_path)
+    try:
+        run = r.play(scene(act(0, "room1/tick", "T", feedback=NONE), duration=0.2,
+                           rounds=None))
+        recorder.wait_for("room1/tick", count=8, timeout=10)
+        r.player.stop()
+        recorder.wait_for("room1/fog", "OFF")
+    finally:
+        close()
+    ticks = recorder.on("room1/tick")
+    gaps = [(b.at - ticks[0].at) - 0.2 * i for i, b in enumerate(ticks)]
+    assert max(abs(g) for g in gaps) < TOLERANCE, gaps
+    assert run.outcome is Outcome.STOPPED
+    assert len({rec.round for rec in run.records if rec.index >= 0}) <= 5
