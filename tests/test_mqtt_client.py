@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -185,7 +186,7 @@ def test_broker_killed_and_restarted_while_messages_flow(mosquitto: Mosquitto,
                        what="the outage")
             mosquitto.start()
             wait_until(lambda: stack.client.connected, timeout=10, what="the reconnect")
-            wait_until(lambda: recorder.client.is_connected(), timeout=10,
+            wait_until(recorder.client.is_connected, timeout=10,
                        what="the recorder back")
             resumed = len(sent)
             wait_until(lambda: any(int(m.payload) > resumed for m in recorder.on("room1/flow")),
@@ -258,8 +259,7 @@ def test_raw_paho_would_send_that_command_late(mosquitto: Mosquitto) -> None:
 def test_wrong_password_is_one_clear_error_and_no_retry_storm(
         broker_factory: Callable[..., Mosquitto], tmp_path: Path,
         caplog: pytest.LogCaptureFixture) -> None:
-    require("mosquitto_passwd", subprocess.run(["which", "mosquitto_passwd"],
-                                               capture_output=True).returncode == 0,
+    require("mosquitto_passwd", shutil.which("mosquitto_passwd") is not None,
             "apt-get install mosquitto (it ships mosquitto_passwd)")
     passwords = tmp_path / "passwords"
     subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "museum", "right-one"],
@@ -327,7 +327,7 @@ def _make_cert(d: Path, name: str, ca: str, san: str) -> None:
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    require("openssl", subprocess.run(["which", "openssl"], capture_output=True).returncode == 0,
+    require("openssl", shutil.which("openssl") is not None,
             "apt-get install openssl")
     d = tmp_path_factory.mktemp("pki")
     _make_ca(d, "ca")

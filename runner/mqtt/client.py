@@ -145,6 +145,8 @@ class MQTTClient:
 
     def connect(self) -> bool:
         """Try `connect_retries` times; False means simulation mode, retrying in background."""
+        if self.connected:
+            return True
         self._closing.clear()
         for attempt in range(1, self._connect_retries + 1):
             outcome, why = self._attempt()
