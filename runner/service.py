@@ -418,7 +418,8 @@ class RoomService:
 
     def state_snapshot(self, idle: bool = False) -> dict[str, Any]:
         """The retained `runner/<room>/state`: scene, started, elapsed, last results, devices."""
-        playing: Mapping[str, object] = {"scene": None} if idle else self.player.state()
+        playing: Mapping[str, object] = (
+            {"scene": None} if idle else self.player.state(records=False))
         started = playing.get("started_at")
         last = self._last_run
         results = self.tracker.recent_results(RESULTS_IN_STATE)
