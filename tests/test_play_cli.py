@@ -144,3 +144,18 @@ def test_ctrl_c_mid_scene_exits_130_after_the_safe_state(
     assert proc.returncode == 130, err
     recorder.wait_for("room1/steam", "OFF")
     wait_until(lambda: recorder.payloads("room1/fog") == ["OFF"], what="safe state")
+
+
+def test_without_a_broker_the_scene_plays_simulated_and_exits_3(
+        tmp_path: Path, mosquitto: Mosquitto) -> None:
+    config = room(tmp_path, mosquitto, """\
+        name: Nobody listens
+        actions:
+          - {at: 0, topic: room1/light, message: ON}
+        """)
+    mosquitto.stop()
+    result = run_runner("play", "show", "--config", str(config))
+    assert result.returncode == 3, result.stderr
+    assert "simulated" in result.stdout
+    assert "was not reachable, so 1 command(s) were only simulated" in result.stderr
+    assert "Traceback" not in result.stderr

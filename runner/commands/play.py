@@ -144,4 +144,10 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_ERROR
     if interrupted.is_set():
         return EXIT_INTERRUPTED
+    simulated = sum(r.delivery is Delivery.SIMULATED for r in scene_run.records)
+    if simulated and not args.simulate:
+        print(f"runner play: the broker {config.broker.host}:{config.broker.port} was not "
+              f"reachable, so {simulated} command(s) were only simulated; start the broker "
+              "or fix broker.host/port, then play again", file=sys.stderr)
+        return EXIT_FEEDBACK_FAILED
     return EXIT_OK if scene_run.outcome is Outcome.COMPLETED else EXIT_FEEDBACK_FAILED
