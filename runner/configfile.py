@@ -10,6 +10,7 @@ import dataclasses
 import os
 import re
 from collections.abc import Mapping
+from datetime import timezone
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,6 @@ from runner.yamlload import Document, TagError, TagHandler, load_file
 
 SECRETS_FILE = "secrets.yaml"
 LOOPBACK_BINDS = ("127.0.0.1", "::1", "localhost")
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_CRON_DOW_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")  # crontab 0..7
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -232,65 +231,19 @@ def _check_tls_files(doc: Document, base: Path) -> list[Diagnostic]:
     ]
 
 
-def crontab_fields(expr: str) -> dict[str, str]:
-    """A 5-field crontab line as APScheduler CronTrigger keyword arguments.
-
-    Day-of-week numbers are translated to names, because crontab counts 0 (and 7) as
-    Sunday while APScheduler counts 0 as Monday. Raises ValueError with a sentence.
-    """
-    fields = expr.split()
-    if len(fields) != 5:
-        raise ValueError(f"a cron line has 5 fields (minute hour day month weekday), "
-                         f"this one has {len(fields)}: {expr!r}")
-    minute, hour, day, month, dow = fields
-    return {"minute": minute, "hour": hour, "day": day, "month": month,
-            "day_of_week": _crontab_dow(dow)}
-
-
-def _crontab_dow(field: str) -> str:
-    if field in ("*", "?"):
-        return "*"
-    days: list[str] = []
-    for part in field.lower().split(","):
-        rng, _, step_text = part.partition("/")
-        step = int(step_text) if step_text.isdigit() else None
-        if step_text and step is None:
-            raise ValueError(f"weekday step {step_text!r} is not a number")
-        if rng == "*":
-            lo, hi = 0, 6
-        else:
-            first, _, last = rng.partition("-")
-            lo = _dow_number(first)
-            hi = _dow_number(last) if last else (6 if step else lo)
-            if last and hi == 0 and lo > 0:  # "sat-sun", "5-0": Sunday closes the week
-                hi = 7
-        if hi < lo:
-            raise ValueError(f"weekday range {rng!r} runs backwards")
-        for n in range(lo, hi + 1, step or 1):
-            name = _CRON_DOW_NAMES[n]  # 7 is Sunday again
-            if name not in days:
-                days.append(name)
-    return ",".join(days)
-
-
-def _dow_number(token: str) -> int:
-    if token.isdigit() and int(token) <= 7:
-        return int(token)
-    if token[:3] in _CRON_DOW_NAMES:
-        return _CRON_DOW_NAMES.index(token[:3])
-    raise ValueError(f"{token!r} is not a weekday (0-7 or sun..sat; 0 and 7 are Sunday)")
-
-
 def cron_problem(expr: str) -> str | None:
-    """Why `expr` is not a valid crontab line, or None."""
-    try:
-        fields = crontab_fields(expr)
-        # Imported here, not at CLI start: only configs with cron shows need it.
-        from apscheduler.triggers.cron import CronTrigger  # noqa: PLC0415
+    """Why `expr` is not a standard 5-field crontab line, or None.
 
-        CronTrigger(**fields, timezone="UTC")
-    except ValueError as e:
-        return f"cron {expr!r} does not parse: {e}"
+    The check is the show scheduler's own translation (crontab's 0/7 = Sunday into
+    APScheduler), so validate accepts exactly what `runner serve` will run.
+    """
+    # Imported here, not at CLI start: only configs with cron shows pay for APScheduler.
+    from runner.shows import ShowError, cron_trigger  # noqa: PLC0415
+
+    try:
+        cron_trigger(expr, timezone.utc)
+    except ShowError as e:
+        return str(e)
     return None
 
 
