@@ -364,8 +364,8 @@ class RoomService:
         trigger = f"show:{show.cron or describe(show)}"
 
         def start() -> None:
-            late = (datetime.now(planned.tzinfo) - planned).total_seconds() \
-                if self._now is None else (self._now() - planned).total_seconds()
+            now = self._now() if self._now is not None else datetime.now(planned.tzinfo)
+            late = now.timestamp() - planned.timestamp()
             if late > self._show_grace:
                 log.warning("Show %s skipped: the room was busy until %.0f s after its "
                             "time", show.scene, late)

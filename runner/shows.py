@@ -187,6 +187,9 @@ class _Planned:
 class ShowScheduler:
     """Starts each show at its moment through `on_due(show, planned)`, or skips it when late.
 
+    Times are compared as epoch seconds: two aware datetimes in one zone subtract as if
+    naive, which would be an hour off across a daylight-saving change.
+
     `now` (aware wall clock) and `monotonic` are injected so tests can move time; the
     loop looks at the clock every `tick` seconds and re-plans when the two disagree.
     """
@@ -263,7 +266,7 @@ class ShowScheduler:
         now = self._now()
         mono = self._monotonic()
         if self._last_wall is not None:
-            drift = (now - self._last_wall).total_seconds() - (mono - self._last_mono)
+            drift = (now.timestamp() - self._last_wall.timestamp()) - (mono - self._last_mono)
             if abs(drift) > self._jump_tolerance:
                 log.warning("The wall clock jumped by %+.0f s; re-planning the shows", drift)
                 if drift < 0:
@@ -273,9 +276,9 @@ class ShowScheduler:
         due: list[tuple[Show, datetime]] = []
         with self._lock:
             for p in self._plans:
-                if p.at is None or p.at > now:
+                if p.at is None or p.at.timestamp() > now.timestamp():
                     continue
-                late = (now - p.at).total_seconds()
+                late = now.timestamp() - p.at.timestamp()
                 if late <= self._grace:
                     due.append((p.show, p.at))
                 else:
@@ -286,7 +289,7 @@ class ShowScheduler:
                     )
                 # From now, not from p.at: after a long jump, every missed start is passed over.
                 p.at = next_start(p.trigger, now)
-            upcoming = [p.at for p in self._plans if p.at is not None]
+            upcoming = [p.at.timestamp() for p in self._plans if p.at is not None]
         for show, planned in due:
             log.info("Show %s due (planned %s, %s)", show.scene, _when(planned), describe(show))
             try:
@@ -295,7 +298,7 @@ class ShowScheduler:
                 log.exception("starting show %s failed", show.scene)
         if not upcoming:
             return self._tick
-        until = (min(upcoming) - self._now()).total_seconds()
+        until = min(upcoming) - self._now().timestamp()
         return max(0.0, min(self._tick, until))
 
 

@@ -184,3 +184,42 @@ def test_runner_shows_without_shows_says_so(tmp_path: Path) -> None:
     result = run_runner("shows", "--config", str(tmp_path / "runner.yaml"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "no shows" in result.stdout.lower()
+
+
+class ManualClocks:
+    """A wall clock and a monotonic clock the test sets by hand."""
+
+    def __init__(self, wall: datetime) -> None:
+        self.wall = wall
+        self.mono = 1000.0
+
+    def advance(self, seconds: float, *, wall_extra: float = 0.0) -> None:
+        utc = self.wall.astimezone(UTC) + timedelta(seconds=seconds + wall_extra)
+        self.wall = utc.astimezone(self.wall.tzinfo)
+        self.mono += seconds
+
+
+def test_daylight_saving_change_is_not_a_clock_jump_but_a_real_jump_is(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="shows")
+    # 25 Oct 2026, 03:00 CEST: clocks in Berlin go back to 02:00 CET.
+    clocks = ManualClocks(datetime(2026, 10, 25, 2, 59, 59, tzinfo=BERLIN))
+    fired: list[datetime] = []
+    sched = ShowScheduler((Show(scene="intro", time="10:00"),),
+                          lambda _s, at: fired.append(at), BERLIN,
+                          now=lambda: clocks.wall, monotonic=lambda: clocks.mono)
+    sched.start()
+    sched.stop()  # steps are driven by hand below
+    sched.step()
+    clocks.advance(2)  # the wall now reads 02:00:01 (CET): two real seconds later
+    assert clocks.wall.hour == 2 and clocks.wall.utcoffset() == timedelta(hours=1)
+    sched.step()
+    assert "jumped" not in caplog.text
+    clocks.advance(1, wall_extra=7 * 3600 + 59 * 60 + 57)  # NTP: a jump to 09:59:59
+    sched.step()
+    assert clocks.wall.time().isoformat() == "09:59:59"
+    assert "jumped by +28797 s" in caplog.text
+    assert fired == []
+    clocks.advance(1)
+    sched.step()
+    assert fired == [datetime(2026, 10, 25, 10, 0, tzinfo=BERLIN)]
