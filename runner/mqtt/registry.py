@@ -75,6 +75,31 @@ class DeviceRegistry:
         with self._lock:
             return dict(self._devices)
 
+    def mark_all_offline(self, reason: str) -> list[str]:
+        """Every online device becomes offline (e.g. the broker is lost); returns their ids.
+
+        A device that loses power while the broker is away leaves no last will behind,
+        so without this its last `online` would stand forever. Those still there say
+        `online` again (retained) when the broker is back. One log line, not one per device.
+        """
+        now = self._clock()
+        with self._lock:
+            changed = [DeviceInfo(d.id, False, d.last_seen, now)
+                       for d in self._devices.values() if d.online]
+            for info in changed:
+                self._devices[info.id] = info
+            listeners = list(self._listeners)
+        if changed:
+            log.warning("%d device(s) marked offline until they report again: %s",
+                        len(changed), reason)
+        for info in changed:
+            for listener in listeners:
+                try:
+                    listener(info)
+                except Exception:
+                    log.exception("device listener failed for %s", info.id)
+        return [info.id for info in changed]
+
     def clear_devices(self) -> None:
         """Forget everything, e.g. before retained presence refills the registry."""
         with self._lock:
