@@ -27,7 +27,7 @@ from runner.control import RemoteControl, StatePublisher
 from runner.errors import RunnerError, ValidationFailed
 from runner.history import RunHistory, default_path
 from runner.media import MediaBackend, is_stop, open_backend
-from runner.model import Config, Scene, Show, Trigger
+from runner.model import Config, Mode, Scene, Show, Trigger
 from runner.mqtt.client import MQTTClient
 from runner.mqtt.feedback import FeedbackTracker
 from runner.mqtt.handler import MessageHandler
@@ -370,9 +370,16 @@ class RoomService:
                 log.warning("Show %s skipped: the room was busy until %.0f s after its "
                             "time", show.scene, late)
                 return
-            if self._play_for(show.scene, trigger) is None:
-                log.warning("Show %s skipped: another scene is still running",
-                            show.scene)
+            with self._lock:
+                running = self.player.current_run
+                if running is not None and scene.mode is Mode.QUEUE:
+                    # Queued, it would start whenever the other scene ends: not on time.
+                    log.warning("Show %s skipped: %s is still running, and a show is never "
+                                "queued to start late", show.scene, running.scene_id)
+                    return
+                if self._play_for(show.scene, trigger) is None:
+                    log.warning("Show %s skipped: another scene is still running (mode "
+                                "single)", show.scene)
 
         self._submit(start)
 

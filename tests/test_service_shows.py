@@ -101,3 +101,21 @@ def test_a_show_while_a_single_mode_scene_runs_is_skipped_not_played_late(
     wait_until(lambda: service.player.current_run is None, timeout=10, what="intro ended")
     with pytest.raises(AssertionError):  # never played late once the room is free
         recorder.wait_for("room1/fog", "ON", timeout=1.0)
+
+
+def test_a_show_of_a_queue_mode_scene_is_not_queued_to_start_late(
+        tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder,
+        services: list[RoomService], caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    config = write_room(tmp_path, mosquitto, '  - {scene: queued, time: "10:00"}\n')
+    (tmp_path / "scenes" / "queued.yaml").write_text(
+        "name: Queued\nmode: queue\nactions:\n"
+        "  - {at: 0, topic: room1/fog, message: \"ON\", feedback: none}\n")
+    clock = FakeWallClock(datetime(2026, 11, 30, 9, 59, 59, tzinfo=UTC))
+    service = start_service(config, clock, services)
+    assert service.play("intro", "manual") is not None
+    wait_until(lambda: "Show queued skipped" in caplog.text, timeout=10, what="skip line")
+    assert "never queued to start late" in caplog.text
+    wait_until(lambda: service.player.current_run is None, timeout=10, what="intro ended")
+    with pytest.raises(AssertionError):
+        recorder.wait_for("room1/fog", "ON", timeout=1.0)

@@ -1,0 +1,99 @@
+"""Reloading the room service's config in place: new triggers, shows and safe state apply."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from runner.configfile import load_config
+from runner.service import RoomService
+from tests.brokers import Mosquitto
+from tests.conftest import Recorder, wait_until
+from tests.test_service import INTRO, QUICK
+from tests.test_shows import FakeWallClock
+
+UTC = ZoneInfo("UTC")
+
+
+def write_config(root: Path, broker: Mosquitto, body: str) -> Path:
+    (root / "scenes").mkdir(parents=True, exist_ok=True)
+    (root / "scenes" / "intro.yaml").write_text(INTRO)
+    (root / "scenes" / "quick.yaml").write_text(QUICK)
+    path = root / "runner.yaml"
+    path.write_text(
+        "room: room1\n"
+        f"broker: {{host: 127.0.0.1, port: {broker.port}}}\n"
+        "scenes_dir: scenes\n"
+        "timezone: UTC\n"
+        "dashboard: {enabled: false}\n" + body)
+    return path
+
+
+@pytest.fixture
+def service(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[RoomService]:
+    config = write_config(tmp_path, mosquitto, (
+        "triggers:\n  - {topic: room1/button, scene: intro}\n"
+        "safe_state:\n  - {topic: room1/steam, message: \"OFF\"}\n"))
+    clock = FakeWallClock(datetime(2026, 11, 30, 9, 59, 50, tzinfo=UTC))
+    room = RoomService(load_config(config), now=clock, show_tick=0.05, dummy_media=True)
+    room.start()
+    yield room
+    room.shutdown()
+
+
+def _send(recorder: Recorder, topic: str, payload: str) -> None:
+    recorder.client.publish(topic, payload, qos=1).wait_for_publish(5)
+
+
+def test_reload_applies_new_triggers_and_shows_without_reconnecting(
+        tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder,
+        service: RoomService) -> None:
+    reconnects = service.client.health()["reconnects"]
+    assert service.next_shows() == []
+    path = write_config(tmp_path, mosquitto, (
+        "triggers:\n  - {topic: room1/knob/+, message: TURNED, scene: quick}\n"
+        "shows:\n  - {scene: quick, time: \"10:00\"}\n"))
+    assert service.reload(path) is True
+    assert service.next_shows()[0][1] == datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+    _send(recorder, "room1/knob/left", "TURNED")  # new trigger, wildcard topic
+    recorder.wait_for("room1/fog", "ON")
+    _send(recorder, "room1/button", "PRESSED")  # the old trigger is gone
+    with pytest.raises(AssertionError):
+        recorder.wait_for("room1/light", "ON", timeout=1.0)
+    recorder.wait_for("room1/fog", "ON", count=2, timeout=15)  # the new 10:00 show
+    runs = service.history.last_runs()
+    assert [r["trigger"] for r in runs] == ["show:10:00 every day", "trigger:room1/knob/+"]
+    assert service.client.health()["reconnects"] == reconnects
+
+
+def test_a_reload_during_a_scene_applies_the_new_safe_state_when_it_ends(
+        tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder,
+        service: RoomService) -> None:
+    assert service.play("intro", "manual") is not None
+    playing = service.player
+    path = write_config(tmp_path, mosquitto,
+                        "safe_state:\n  - {topic: room1/smoke, message: \"OFF\"}\n")
+    assert service.reload(path) is True
+    recorder.wait_for("room1/motor", "START")  # the running scene goes on to its end
+    wait_until(lambda: service.player.current_run is None, timeout=10, what="intro ended")
+    wait_until(lambda: service.player is not playing, what="player rebuilt with the new config")
+    service.panic()
+    recorder.wait_for("room1/smoke", "OFF")
+    assert recorder.payloads("room1/steam") == []
+
+
+def test_an_invalid_reload_is_refused_and_the_old_config_kept(
+        tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder, service: RoomService,
+        caplog: pytest.LogCaptureFixture) -> None:
+    before = service.config
+    path = tmp_path / "runner.yaml"
+    path.write_text(path.read_text() + "shows:\n  - {scene: nope, time: \"25:00\"}\n")
+    assert service.reload(path) is False
+    assert service.config is before
+    assert f"{path}:" in caplog.text and "Reload refused" in caplog.text
+    _send(recorder, "room1/button", "PRESSED")
+    recorder.wait_for("room1/light", "ON")
