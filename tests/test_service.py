@@ -240,13 +240,15 @@ def test_sighup_with_a_broken_config_keeps_the_old_one(
     assert recorder.payloads("runner/room1/status") == ["online"]
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
 def test_sigterm_mid_scene_sends_on_stop_safe_state_offline_and_exits_0(
-        tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder, serve: Serve) -> None:
+        tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder, serve: Serve,
+        sig: signal.Signals) -> None:
     served = serve(write_room(tmp_path, mosquitto))
     send(recorder, "room1/button", "PRESSED")
     recorder.wait_for("room1/light", "ON")
     asked = time.monotonic()
-    served.signal(signal.SIGTERM)
+    served.signal(sig)
     code = served.wait_exit(timeout=10)
     took = time.monotonic() - asked
     assert code == 0, served.log
