@@ -254,6 +254,9 @@ class VirtualDevice:
 
     def _on_socket_open(self, client: mqtt.Client, _u: Any, sock: Any) -> None:
         assert self._loop is not None
+        with contextlib.suppress(OSError, AttributeError):
+            # An answer right after a PUBACK must not wait for Nagle and a delayed ACK.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._loop.add_reader(sock, client.loop_read)
         self._misc = self._loop.call_later(MISC_INTERVAL, self._tick)
 
