@@ -472,7 +472,8 @@ class Player:
                 log.error("required feedback for %s = %s is %s: stopping %s into its "
                           "safe state", action.topic, action.message, res.status.value,
                           live.scene.id)
-                self._stop_live(live, Outcome.ABORTED, keep_queue=True)
+                self._queue.clear()  # the room is in its safe state: nothing follows
+                self._stop_live(live, Outcome.ABORTED, keep_queue=False)
                 return
             self._check_done(live)
 
