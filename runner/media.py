@@ -109,7 +109,8 @@ class SimulatedMedia(MediaBackend):
     """Logs what it would play; used without libvlc and for `runner play --simulate`."""
 
     def prepare(self, topic: str, filename: str) -> None:
-        self._existing(topic, filename)
+        if not is_stop(filename):
+            self._existing(topic, filename)
 
     def play(self, topic: str, filename: str, volume: int | None = None) -> Delivery:
         if self._existing(topic, filename) is None:

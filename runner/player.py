@@ -246,7 +246,7 @@ class Player:
     def _start(self, scene: Scene, run: SceneRun) -> None:
         # Opening media can take a moment: it happens before the clock starts.
         for action in scene.actions:
-            if action.is_media:
+            if action.is_media and not is_stop(action.message):
                 self._media.prepare(action.topic, action.message)
         self._tracker.enable_feedback_tracking()
         self._generation += 1

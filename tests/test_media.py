@@ -124,3 +124,10 @@ def test_without_vlc_the_backend_is_simulated_with_one_log_line(
     assert len(lines) == 1 and "libvlc is not available" in lines[0].getMessage()
     assert backend.play("room1/audio", "beep.wav") is Delivery.SIMULATED
     assert backend.play("room1/audio", "missing.wav") is Delivery.FAILED
+
+
+def test_preparing_a_stop_cue_is_not_a_missing_file(
+        media_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR, logger="media"):
+        SimulatedMedia(media_dir).prepare("room1/audio", "stop")
+    assert caplog.records == []
