@@ -34,13 +34,16 @@ def write_config(root: Path, broker: Mosquitto, body: str) -> Path:
 
 
 @pytest.fixture
-def service(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[RoomService]:
+def service(tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder) -> Iterator[RoomService]:
     config = write_config(tmp_path, mosquitto, (
         "triggers:\n  - {topic: room1/button, scene: intro}\n"
         "safe_state:\n  - {topic: room1/steam, message: \"OFF\"}\n"))
-    clock = FakeWallClock(datetime(2026, 11, 30, 9, 59, 50, tzinfo=UTC))
+    clock = FakeWallClock(datetime(2026, 11, 30, 9, 59, 55, tzinfo=UTC))
     room = RoomService(load_config(config), now=clock, show_tick=0.05, dummy_media=True)
     room.start()
+    # `online` follows the subscriptions on the same connection: once the broker passed
+    # it on, the trigger and command topics are subscribed.
+    recorder.wait_for("runner/room1/status", "online")
     yield room
     room.shutdown()
 

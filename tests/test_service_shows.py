@@ -45,10 +45,12 @@ def services() -> Iterator[list[RoomService]]:
         s.shutdown()
 
 
-def start_service(config: Path, clock: FakeWallClock, made: list[RoomService]) -> RoomService:
+def start_service(config: Path, clock: FakeWallClock, made: list[RoomService],
+                  recorder: Recorder) -> RoomService:
     service = RoomService(load_config(config), now=clock, show_tick=0.05, dummy_media=True)
     made.append(service)
     service.start()
+    recorder.wait_for("runner/room1/status", "online")  # connected and subscribed
     return service
 
 
@@ -57,7 +59,7 @@ def test_a_show_due_two_seconds_after_start_runs_on_time(
         services: list[RoomService]) -> None:
     config = write_room(tmp_path, mosquitto, '  - {scene: quick, time: "10:00"}\n')
     clock = FakeWallClock(datetime(2026, 11, 30, 9, 59, 58, tzinfo=UTC))
-    service = start_service(config, clock, services)
+    service = start_service(config, clock, services, recorder)
     assert service.next_shows()[0][1] == TEN
     [msg] = recorder.wait_for("room1/fog", "ON", timeout=10)
     assert clock() >= TEN  # not before its time
@@ -79,7 +81,7 @@ def test_a_show_that_requires_its_devices_is_skipped_when_one_is_offline(
         tmp_path, mosquitto, '  - {scene: quick, time: "10:00", require_devices: true}\n',
         extra="devices:\n  esp32_01: [room1/fog]\n")
     clock = FakeWallClock(datetime(2026, 11, 30, 9, 59, 58, tzinfo=UTC))
-    service = start_service(config, clock, services)
+    service = start_service(config, clock, services, recorder)
     wait_until(lambda: "esp32_01" in service.registry.get_all_devices(), what="presence")
     wait_until(lambda: "skipped" in caplog.text, timeout=10, what="the skip line")
     assert "requires its devices and esp32_01 is not online" in caplog.text
@@ -94,7 +96,7 @@ def test_a_show_while_a_single_mode_scene_runs_is_skipped_not_played_late(
     caplog.set_level(logging.INFO)
     config = write_room(tmp_path, mosquitto, '  - {scene: quick, cron: "0 10 * * 1"}\n')
     clock = FakeWallClock(datetime(2026, 11, 30, 9, 59, 59, tzinfo=UTC))
-    service = start_service(config, clock, services)
+    service = start_service(config, clock, services, recorder)
     assert service.play("intro", "manual") is not None  # 1.5 s long, mode single
     wait_until(lambda: "Show quick skipped" in caplog.text, timeout=10, what="skip line")
     assert "another scene is still running" in caplog.text
@@ -112,7 +114,7 @@ def test_a_show_of_a_queue_mode_scene_is_not_queued_to_start_late(
         "name: Queued\nmode: queue\nactions:\n"
         "  - {at: 0, topic: room1/fog, message: \"ON\", feedback: none}\n")
     clock = FakeWallClock(datetime(2026, 11, 30, 9, 59, 59, tzinfo=UTC))
-    service = start_service(config, clock, services)
+    service = start_service(config, clock, services, recorder)
     assert service.play("intro", "manual") is not None
     wait_until(lambda: "Show queued skipped" in caplog.text, timeout=10, what="skip line")
     assert "never queued to start late" in caplog.text
