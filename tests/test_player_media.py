@@ -9,7 +9,7 @@ from runner.media import VLCMedia, open_backend
 from runner.model import FeedbackPolicy
 from runner.records import Delivery, Outcome
 from tests.brokers import Mosquitto
-from tests.conftest import Recorder, require
+from tests.conftest import Recorder, require, wait_until
 from tests.test_media import write_wav
 from tests.test_player import act, make_rig, scene
 
@@ -36,3 +36,19 @@ def test_media_cues_play_locally_and_a_missing_file_is_a_failed_record(
                                                  Delivery.SENT]
     assert recorder.on("room1/audio") == [] and recorder.on("room1/video") == []
     assert run.outcome is Outcome.FEEDBACK_FAILED  # the missing file counts as a failure
+
+
+def test_a_file_libvlc_cannot_play_turns_its_record_failed(
+        mosquitto: Mosquitto, recorder: Recorder, tmp_path: Path) -> None:
+    (tmp_path / "broken.mp4").write_bytes(b"\x00" * 10)
+    media = open_backend(tmp_path, dummy=True)
+    require("libvlc", isinstance(media, VLCMedia), "apt-get install libvlc5 vlc-plugin-base")
+    rig, close = make_rig(mosquitto, media, tmp_path)
+    try:
+        run = rig.play(scene(act(0, "room1/video", "broken.mp4"), duration=3))
+        wait_until(lambda: run.records[0].delivery is Delivery.FAILED, 10,
+                   what="the libvlc error to reach the record")
+        assert run.records[0].error == "libvlc could not play it"
+        rig.player.stop()
+    finally:
+        close()
