@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable, Sequence
-
-from paho.mqtt.client import topic_matches_sub
 
 from runner.mqtt.feedback import FeedbackTracker, parse_feedback
 from runner.mqtt.registry import OFFLINE, ONLINE, DeviceRegistry
@@ -18,20 +17,47 @@ DEFAULT_MAX_PAYLOAD = 65536
 ROOM_FEEDBACK_TOPICS = ("+/status",)
 Route = Callable[[str, str], None]
 # Tabs and line ends are text; other control characters mean a binary payload.
-_CONTROL = {chr(c) for c in range(32)} - {"\t", "\n", "\r"} | {"\x7f"}
+_BINARY = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+class TopicFilter:
+    """An MQTT subscription filter, split once: paho's topic_matches_sub rebuilds a trie
+    per call, which costs more than everything else a presence message needs."""
+
+    def __init__(self, topic_filter: str) -> None:
+        self.text = topic_filter
+        self._levels = topic_filter.split("/")
+        self._wild = "+" in self._levels or "#" in self._levels
+
+    def match(self, levels: list[str]) -> bool:
+        """Whether the topic split into `levels` matches (MQTT 3.1.1 section 4.7)."""
+        if not self._wild:
+            return levels == self._levels
+        mine = self._levels
+        if levels and levels[0].startswith("$") and mine[0] in ("+", "#"):
+            return False  # a leading wildcard never matches $SYS-style topics
+        for i, level in enumerate(mine):
+            if level == "#":
+                return True
+            if i >= len(levels) or (level != "+" and level != levels[i]):
+                return False
+        return len(levels) == len(mine)
+
+    def wildcard_part(self, levels: list[str]) -> str:
+        """The part of the topic the wildcards matched: the device id of a status topic."""
+        picked: list[str] = []
+        for i, level in enumerate(self._levels):
+            if level == "+" and i < len(levels):
+                picked.append(levels[i])
+            elif level == "#":
+                picked.extend(levels[i:])
+                break
+        return "/".join(picked) or "/".join(levels)
 
 
 def device_id_from(topic_filter: str, topic: str) -> str:
     """The part of `topic` a wildcard matched: `devices/+/status` gives the device id."""
-    parts = topic.split("/")
-    picked: list[str] = []
-    for i, level in enumerate(topic_filter.split("/")):
-        if level == "+" and i < len(parts):
-            picked.append(parts[i])
-        elif level == "#":
-            picked.extend(parts[i:])
-            break
-    return "/".join(picked) or topic
+    return TopicFilter(topic_filter).wildcard_part(topic.split("/"))
 
 
 class MessageHandler:
@@ -43,22 +69,23 @@ class MessageHandler:
                  feedback_topics: Sequence[str] = ROOM_FEEDBACK_TOPICS) -> None:
         self._registry = registry
         self._tracker = tracker
-        self._status_topics = tuple(status_topics)
-        self._feedback_topics = tuple(feedback_topics)
+        self._status_topics = tuple(TopicFilter(f) for f in status_topics)
+        self._feedback_topics = tuple(TopicFilter(f) for f in feedback_topics)
         self._max_payload = max_payload
         self._lock = threading.Lock()
-        self._routes: list[tuple[str, Route]] = []
+        self._routes: list[tuple[TopicFilter, Route]] = []
 
     def add_route(self, topic_filter: str, callback: Route) -> None:
         """Also hand messages matching `topic_filter` to `callback(topic, text)`."""
         with self._lock:
-            self._routes.append((topic_filter, callback))
+            self._routes.append((TopicFilter(topic_filter), callback))
 
     def topic_filters(self) -> tuple[str, ...]:
         """Every filter the client must subscribe to for this handler, without repeats."""
         with self._lock:
-            routes = [f for f, _ in self._routes]
-        return tuple(dict.fromkeys([*self._status_topics, *self._feedback_topics, *routes]))
+            routes = [f.text for f, _ in self._routes]
+        own = [f.text for f in (*self._status_topics, *self._feedback_topics)]
+        return tuple(dict.fromkeys([*own, *routes]))
 
     def handle_message(self, topic: str, payload: bytes, retain: bool = False) -> None:
         """Route one message; anything unreadable is logged with its topic and dropped."""
@@ -79,16 +106,16 @@ class MessageHandler:
             log.warning("dropped binary message on %s: %d bytes, not UTF-8 text",
                         topic, len(payload))
             return
-        if not _CONTROL.isdisjoint(text):
+        if _BINARY.search(text):
             log.warning("dropped binary message on %s: %d bytes with control characters",
                         topic, len(payload))
             return
 
-        routed = self._run_routes(topic, text)
-        status_filter = next((f for f in self._status_topics if topic_matches_sub(f, topic)),
-                             None)
+        levels = topic.split("/")
+        routed = self._run_routes(topic, levels, text)
+        status_filter = next((f for f in self._status_topics if f.match(levels)), None)
         if status_filter is not None:
-            device = device_id_from(status_filter, topic)
+            device = status_filter.wildcard_part(levels)
             word = text.strip().lower()
             if word in (ONLINE, OFFLINE):
                 self._registry.update_device_status(device, word)
@@ -98,15 +125,17 @@ class MessageHandler:
                 return
             self._feedback(topic, text, retain, device)
             return
-        if any(topic_matches_sub(f, topic) for f in self._feedback_topics):
+        if any(f.match(levels) for f in self._feedback_topics):
             self._feedback(topic, text, retain, None)
             return
         if not routed:
             log.debug("unknown message on %s: %r", topic, text[:80])
 
-    def _run_routes(self, topic: str, text: str) -> bool:
+    def _run_routes(self, topic: str, levels: list[str], text: str) -> bool:
+        if not self._routes:  # the common case for presence; a list read is atomic
+            return False
         with self._lock:
-            routes = [cb for f, cb in self._routes if topic_matches_sub(f, topic)]
+            routes = [cb for f, cb in self._routes if f.match(levels)]
         for callback in routes:
             try:
                 callback(topic, text)
