@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import yaml
 from yaml.composer import Composer
@@ -42,29 +42,33 @@ _SEQ = "tag:yaml.org,2002:seq"
 _MAP = "tag:yaml.org,2002:map"
 
 
+_CORE_SCALAR = re.compile(
+    r"(?P<null>~|null|Null|NULL|)"
+    r"|(?P<bool>true|True|TRUE|false|False|FALSE)"
+    r"|(?P<int>[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)"
+    r"|(?P<float>[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))"
+)
+_CORE_TAGS = {"null": _NULL, "bool": _BOOL, "int": _INT, "float": _FLOAT}
+
+
 class CoreResolver(Resolver):
-    """Implicit types of the YAML 1.2 core schema, and nothing else (no 1.1 yes/on/sexagesimal)."""
+    """Implicit types of the YAML 1.2 core schema, and nothing else (no 1.1 yes/on/sexagesimal).
+
+    One regular expression instead of PyYAML's per-first-character lists: the resolver
+    runs for every node, and this is its hot path.
+    """
 
     yaml_implicit_resolvers: ClassVar[dict[Any, Any]] = {}  # type: ignore[misc]
 
-
-CoreResolver.add_implicit_resolver(
-    _NULL, re.compile(r"^(?:~|null|Null|NULL|)$"), [*"~nN", ""]
-)
-CoreResolver.add_implicit_resolver(
-    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-CoreResolver.add_implicit_resolver(
-    _INT, re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789")
-)
-CoreResolver.add_implicit_resolver(
-    _FLOAT,
-    re.compile(
-        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
-        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
-    ),
-    list("-+.0123456789"),
-)
+    def resolve(self, kind: type, value: Any, implicit: tuple[bool, bool]) -> str:
+        if kind is ScalarNode:
+            if implicit[0]:  # plain (unquoted) scalars only
+                m = _CORE_SCALAR.fullmatch(value)
+                if m is not None and m.lastgroup is not None:
+                    return _CORE_TAGS[m.lastgroup]
+            return _STR
+        return _SEQ if kind is SequenceNode else _MAP
 
 
 class _PyComposer(Reader, Scanner, Parser, Composer, CoreResolver):
@@ -94,9 +98,8 @@ except ImportError:  # pragma: no cover - depends on how PyYAML was built
     LIBYAML = False
 
 
-@dataclass(frozen=True)
-class Position:
-    """1-based line and column in a source file."""
+class Position(NamedTuple):
+    """1-based line and column in a source file (a tuple: made for every value, so cheap)."""
 
     line: int
     col: int
@@ -212,7 +215,8 @@ def load_text(text: str, file: str, *, tags: Mapping[str, TagHandler] | None = N
     if node is None or (isinstance(node, ScalarNode) and node.tag == _NULL and not node.value):
         raise ValidationFailed([Diagnostic(
             file, 1, 1, "the file is empty: it holds no YAML keys")])
-    _check_size(node, file)
+    if "*" in text:  # without an alias indicator nothing can expand
+        _check_size(node, file)
     builder = _Builder(file, dict(tags or {}))
     value = builder.build(node, (), 0)
     if builder.errors:
