@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,19 +48,34 @@ def scene_text(index: int, actions: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def timed(cmd: list[str], cwd: Path) -> tuple[float, int]:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(cmd: list[str], cwd: Path) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds of the child, exit status)."""
+    cpu = _children_cpu()
     started = time.perf_counter()
     result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - started
     if result.returncode != 0:
         print(f"  ! {cmd[0]} exited {result.returncode}: {result.stdout[-500:]}"
               f"{result.stderr[-500:]}", file=sys.stderr)
-    return elapsed, result.returncode
+    return elapsed, _children_cpu() - cpu, result.returncode
 
 
-def median_run(cmd: list[str], cwd: Path, repeat: int) -> tuple[float, int]:
+def median_run(cmd: list[str], cwd: Path, repeat: int) -> tuple[float, float, int]:
     runs = [timed(cmd, cwd) for _ in range(repeat)]
-    return statistics.median(t for t, _ in runs), max(rc for _, rc in runs)
+    return (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs),
+            max(r[2] for r in runs))
+
+
+def cpu_of(fn: Callable[[], object]) -> tuple[float, float]:
+    """(wall, CPU) seconds of `fn()` in this process."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def main() -> int:
@@ -84,43 +101,43 @@ def main() -> int:
         print(f"{args.files} scene files x {args.actions} actions ({size / 1e6:.1f} MB), "
               f"median of {args.repeat} runs, {os.cpu_count()} CPUs")
 
-        runner_s, runner_rc = median_run(
+        runner_s, runner_cpu, runner_rc = median_run(
             [sys.executable, "-m", "runner", "validate", str(folder)], REPO, args.repeat)
-        cj_s, cj_rc = median_run(
+        cj_s, cj_cpu, cj_rc = median_run(
             [check_jsonschema, "--schemafile", str(SCHEMA), *files], REPO, args.repeat)
 
         texts = [Path(f).read_text(encoding="utf-8") for f in files]
-        started = time.perf_counter()
-        for f in files:
-            load_file(Path(f))
-        libyaml_s = time.perf_counter() - started
-        started = time.perf_counter()
-        for name, text in zip(files, texts, strict=True):
-            load_text(text, name, pure=True)
-        pure_s = time.perf_counter() - started
+        libyaml_s, libyaml_cpu = cpu_of(lambda: [load_file(Path(f)) for f in files])
+        pure_s, pure_cpu = cpu_of(lambda: [load_text(t, n, pure=True)
+                                           for n, t in zip(files, texts, strict=True)])
 
-    help_s = statistics.median(
-        timed([sys.executable, "-m", "runner", "--help"], REPO)[0] for _ in range(args.starts))
-    pass_s = statistics.median(
-        timed([sys.executable, "-c", "pass"], REPO)[0] for _ in range(args.starts))
+    starts = [timed([sys.executable, "-m", "runner", "--help"], REPO)
+              for _ in range(args.starts)]
+    bare = [timed([sys.executable, "-c", "pass"], REPO) for _ in range(args.starts)]
+    help_s, help_cpu = (statistics.median(r[0] for r in starts),
+                        statistics.median(r[1] for r in starts))
+    pass_s, pass_cpu = (statistics.median(r[0] for r in bare),
+                        statistics.median(r[1] for r in bare))
 
     rows = [
-        ("runner validate DIR (schema, lines, semantic checks)", runner_s, runner_rc),
-        ("check-jsonschema --schemafile (schema only)", cj_s, cj_rc),
-        ("loader only, libyaml parser (in process)", libyaml_s, 0),
-        ("loader only, PyYAML Python parser (in process)", pure_s, 0),
-        (f"runner --help cold start (median of {args.starts})", help_s, 0),
-        (f"python -c pass (median of {args.starts})", pass_s, 0),
+        ("`runner validate DIR` (schema, line numbers, semantic checks)",
+         runner_s, runner_cpu, runner_rc),
+        ("`check-jsonschema --schemafile` (schema only)", cj_s, cj_cpu, cj_rc),
+        ("loader only, libyaml parser (in process)", libyaml_s, libyaml_cpu, 0),
+        ("loader only, PyYAML's Python parser (in process)", pure_s, pure_cpu, 0),
+        (f"`runner --help` cold start (median of {args.starts})", help_s, help_cpu, 0),
+        (f"`python -c pass` (median of {args.starts})", pass_s, pass_cpu, 0),
     ]
     print()
-    print("| what | seconds | exit |")
-    print("|---|---:|---:|")
-    for what, seconds, rc in rows:
-        print(f"| {what} | {seconds:.3f} | {rc} |")
+    print("| what | wall s | CPU s | exit |")
+    print("|---|---:|---:|---:|")
+    for what, seconds, cpu, rc in rows:
+        print(f"| {what} | {seconds:.3f} | {cpu:.3f} | {rc} |")
     print()
-    print(f"runner validate is {cj_s / runner_s:.1f}x faster than check-jsonschema; "
-          f"libyaml's parser is {pure_s / libyaml_s:.1f}x faster than the Python one; "
-          f"`runner --help` costs {1000 * (help_s - pass_s):.0f} ms over a bare interpreter.")
+    print(f"runner validate: {cj_s / runner_s:.1f}x less wall time and {cj_cpu / runner_cpu:.1f}x "
+          f"less CPU than check-jsonschema; libyaml's parser: {pure_cpu / libyaml_cpu:.1f}x less "
+          f"CPU than the Python one; `runner --help` costs {1000 * (help_s - pass_s):.0f} ms "
+          "over a bare interpreter.")
     return 0 if runner_rc == 0 and cj_rc == 0 else 1
 
 
