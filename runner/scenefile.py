@@ -65,7 +65,8 @@ def build_scene(doc: Document, path: Path, default_room: str) -> Scene:
         actions=actions,
         duration=duration,
         mode=Mode(data.get("mode", Mode.SINGLE.value)),
-        feedback_timeout=data.get("feedback_timeout"),
+        feedback_timeout=(None if data.get("feedback_timeout") is None
+                          else float(data["feedback_timeout"])),
         rounds=rounds,
         on_stop=on_stop,
         source=path,
@@ -83,9 +84,9 @@ def build_action(doc: Document, path: JsonPath) -> Action:
         topic=item["topic"],
         message=message if message is not None else str(item["message"]),
         feedback=FeedbackPolicy(item.get("feedback", FeedbackPolicy.EXPECT.value)),
-        qos=item.get("qos", 1),
+        qos=int(item.get("qos", 1)),  # JSON Schema counts 1.0 as the integer 1
         retain=item.get("retain", False),
-        volume=item.get("volume"),
+        volume=None if item.get("volume") is None else int(item["volume"]),
         feedback_topic=item.get("feedback_topic"),
         label=item.get("label"),
         where=doc.where(path),

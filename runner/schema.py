@@ -144,7 +144,7 @@ def _translate(error: Any, doc: Document) -> list[Diagnostic]:
         return [doc.diagnostic(path, f"expected {wanted}, not {got}")]
     if kind == "enum":
         options = [str(o) for o in error.validator_value]
-        hint = did_you_mean(str(instance), options) if not secret else ""
+        hint = did_you_mean(instance, options) if isinstance(instance, str) and not secret else ""
         return [doc.diagnostic(path, f"{got} is not one of: {', '.join(options)}{hint}")]
     if kind in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
         bound = error.validator_value
