@@ -144,7 +144,7 @@ class RoomService:
             log.warning("%d run(s) in the history never ended (the service stopped hard); "
                         "marked interrupted", unfinished)
         self.client.set_handlers(on_message=self._on_message, on_connect=self._on_connect,
-                                 on_disconnect=self._changed)
+                                 on_disconnect=self._on_disconnect)
         self.registry.add_listener(self._on_device)
         self.tracker.add_result_listener(self._on_result)
         with self._lock:
@@ -385,6 +385,13 @@ class RoomService:
 
     def _on_connect(self) -> None:
         self.state.on_connect()
+        self._changed()
+
+    def _on_disconnect(self) -> None:
+        # A device that loses power while the broker is away leaves no last will, and a
+        # restarted broker may hold no presence for it: its old `online` would stand for
+        # good. Those still there say `online` (retained) again on the next connection.
+        self.registry.mark_all_offline("the connection to the MQTT broker was lost")
         self._changed()
 
     def _on_device(self, _info: DeviceInfo) -> None:

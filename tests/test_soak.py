@@ -7,8 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.brokers import find_mosquitto
-from tests.conftest import REPO, require
+from runner.configfile import load_config
+from runner.simulate import DeviceFleet, VirtualDevice
+from tests.brokers import Mosquitto, find_mosquitto
+from tests.conftest import REPO, require, wait_until
 
 DURATION = 20
 
@@ -44,3 +46,40 @@ def test_twenty_seconds_of_chaos_lose_nothing_and_send_nothing_late(tmp_path: Pa
     assert report["fds"]["end"] <= report["fds"]["start"] + 5, context
     assert report["threads"]["end"] <= report["threads"]["start"] + 3, context
     assert done.returncode == 0, context
+
+
+def test_a_device_that_loses_power_while_the_broker_is_down_is_not_shown_online(
+        tmp_path: Path, mosquitto: Mosquitto) -> None:
+    # Found by the soak: no last will can fire for a device that dies with the broker,
+    # and a restarted broker has no retained `offline` for it either.
+    from runner.service import RoomService  # noqa: PLC0415 - paho and vlc for this test only
+
+    (tmp_path / "scenes").mkdir()
+    (tmp_path / "scenes" / "s.yaml").write_text(
+        "name: S\nactions:\n  - {at: 0, topic: room1/a, message: 'ON'}\n")
+    config = tmp_path / "runner.yaml"
+    config.write_text(
+        "room: room1\n"
+        f"broker: {{host: 127.0.0.1, port: {mosquitto.port}, connect_retries: 1, "
+        "retry_delay: 0.2}\n"
+        "scenes_dir: scenes\ndashboard: {enabled: false}\n")
+    room = RoomService(load_config(config), dummy_media=True)
+    stays, dies = (DeviceFleet([VirtualDevice(d, (f"room1/{d}",), mosquitto.host, mosquitto.port)])
+                   for d in ("stays", "dies"))
+    try:
+        room.start()
+        stays.start()
+        dies.start()
+        wait_until(lambda: room.registry.get_connected_devices() == ["dies", "stays"],
+                   what="both devices online")
+        mosquitto.kill()
+        dies.stop(timeout=0.5)  # its power is cut while the broker is down
+        mosquitto.start()
+        wait_until(lambda: room.client.connected, timeout=10, what="the runner reconnected")
+        wait_until(lambda: room.registry.get_connected_devices() == ["stays"], timeout=10,
+                   what=f"only 'stays' online: {room.registry.get_all_devices()}")
+        assert room.registry.get_all_devices()["dies"].online is False
+    finally:
+        room.shutdown()
+        stays.stop()
+        dies.stop()
