@@ -367,11 +367,17 @@ class Player:
             return Delivery.FAILED
 
     def _send_safe(self, action: Action) -> Delivery:
-        if action.is_media:
-            if is_stop(action.message):
-                return self._media.stop(action.topic)
-            return self._media.play(action.topic, action.message, action.volume)
-        return self._client.publish(action.topic, action.message, action.qos, action.retain)
+        """A safe-state command: sent without feedback; one failing must not stop the rest."""
+        try:
+            if action.is_media:
+                if is_stop(action.message):
+                    return self._media.stop(action.topic)
+                return self._media.play(action.topic, action.message, action.volume)
+            return self._client.publish(action.topic, action.message, action.qos,
+                                        action.retain)
+        except Exception:
+            log.exception("safe state %s = %s could not be sent", action.topic, action.message)
+            return Delivery.FAILED
 
     # -- ending --------------------------------------------------------------------------
 
