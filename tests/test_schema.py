@@ -9,9 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from runner import schema
+from runner.checks import format_offset, parse_offset
 from runner.errors import ValidationFailed
 from runner.model import FeedbackPolicy, Mode, Route
 from runner.scenefile import load_scene, load_scenes, resolve_scene_ref
@@ -180,3 +183,11 @@ def test_load_scenes_collects_every_error(tmp_path: Path) -> None:
     with pytest.raises(ValidationFailed) as info:
         load_scenes(tmp_path)
     assert sorted(Path(d.file).name for d in info.value.diagnostics) == ["one.yaml", "two.yml"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(min_value=0, max_value=48 * 3600 * 1000))
+def test_a_planned_offset_reads_back_as_the_same_time(millis: int) -> None:
+    seconds = millis / 1000
+    for text in (format_offset(seconds), format_offset(seconds, hours=True)):
+        assert abs(parse_offset(text) - seconds) < 1e-9, text
