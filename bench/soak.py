@@ -774,6 +774,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     command = f".venv/bin/python bench/soak.py --duration {args.duration:g}"
+    if args.show_interval != 4.0:
+        command += f" --show-interval {args.show_interval:g}"
     print(markdown(report, command))
     ok = passed(report)
     if not args.keep and ok:

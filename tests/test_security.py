@@ -203,13 +203,14 @@ def test_secrets_appear_in_no_output_log_report_history_page_or_message(
     try:
         serve.wait_for("ready")
         base = f"http://127.0.0.1:{dash}"
-        wait_until(lambda: _accepts("127.0.0.1", dash), what="the dashboard")
+        wait_until(lambda: _accepts("127.0.0.1", dash), timeout=10, what="the dashboard")
         assert http(f"{base}/api/play", method="POST", body={"scene": "intro"})[0] == 401
         status, text = http(f"{base}/api/play", method="POST", body={"scene": "intro"},
                             token=TOKEN)
         assert status == 200, text
         outputs["dashboard play"] = text
-        wait_until(lambda: watcher.count("room1/motor") >= 1, what="the dashboard's play")
+        wait_until(lambda: watcher.count("room1/motor") >= 1, timeout=10,
+                   what="the dashboard's play")
         bad_login = http(f"{base}/api/login", method="POST", body={"token": WRONG})
         outputs["dashboard wrong login"] = bad_login[1]
         for path in ("/", "/api/session", "/api/status", "/api/devices", "/api/scene",
