@@ -113,23 +113,27 @@ class MessageHandler:
 
         levels = topic.split("/")
         routed = self._run_routes(topic, levels, text)
-        status_filter = next((f for f in self._status_topics if f.match(levels)), None)
-        if status_filter is not None:
-            device = status_filter.wildcard_part(levels)
-            word = text.strip().lower()
-            if word in (ONLINE, OFFLINE):
-                self._registry.update_device_status(device, word)
+        for status_filter in self._status_topics:
+            if status_filter.match(levels):
+                self._status(topic, levels, status_filter, text, retain)
                 return
-            if not word:
-                log.debug("empty status on %s (a retained message cleared)", topic)
-                return
-            self._feedback(topic, text, retain, device)
-            return
         if any(f.match(levels) for f in self._feedback_topics):
             self._feedback(topic, text, retain, None)
             return
         if not routed:
             log.debug("unknown message on %s: %r", topic, text[:80])
+
+    def _status(self, topic: str, levels: list[str], status_filter: TopicFilter, text: str,
+                retain: bool) -> None:
+        """Presence to the registry; OK/ERROR on a device's own topic to the tracker."""
+        device = status_filter.wildcard_part(levels)
+        word = text.strip().lower()
+        if word in (ONLINE, OFFLINE):
+            self._registry.update_device_status(device, word)
+        elif not word:
+            log.debug("empty status on %s (a retained message cleared)", topic)
+        else:
+            self._feedback(topic, text, retain, device)
 
     def _run_routes(self, topic: str, levels: list[str], text: str) -> bool:
         if not self._routes:  # the common case for presence; a list read is atomic
