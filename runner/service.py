@@ -103,6 +103,7 @@ class RoomService:
                                     running=lambda: self.player.current_run is not None)
         self.shows = self._new_shows(config)
         self._routed: set[str] = set()
+        self._trigger_routes: list[str] = []  # in the order they were routed
         self.dashboard: Any = None  # runner.web.server.DashboardServer once started
 
     # -- building ------------------------------------------------------------------------
@@ -127,7 +128,8 @@ class RoomService:
             if topic_filter == self.config.runner_cmd_topic:
                 self.handler.add_route(topic_filter, self.control.handle)
             else:
-                self.handler.add_route(topic_filter, self._on_trigger_message)
+                self._trigger_routes.append(topic_filter)
+                self.handler.add_route(topic_filter, self._trigger_route(topic_filter))
         for topic_filter in self.handler.topic_filters():
             self.client.subscribe(topic_filter)
 
@@ -335,8 +337,15 @@ class RoomService:
             return
         self.handler.handle_message(topic, payload, retain)
 
-    def _on_trigger_message(self, topic: str, text: str) -> None:
-        self.triggers.handle(topic, text)
+    def _trigger_route(self, topic_filter: str) -> Callable[[str, str], None]:
+        def route(topic: str, text: str) -> None:
+            # Overlapping filters (room1/# and room1/button) each get the message: the
+            # first matching route alone passes it on, so one press is one press.
+            first = next(f for f in self._trigger_routes if topic_matches_sub(f, topic))
+            if first == topic_filter:
+                self.triggers.handle(topic, text)
+
+        return route
 
     def _on_trigger(self, trigger: Trigger) -> None:
         self._submit(lambda: self._play_for(trigger.scene, f"trigger:{trigger.topic}"))

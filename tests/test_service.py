@@ -110,7 +110,7 @@ def serve(recorder: Recorder) -> Iterator[Serve]:
         started.append(served)
         wait_until(lambda: "online" in recorder.payloads("runner/room1/status")
                    and "ready" in served.log,
-                   timeout=20, what=f"runner online:\n{served.log}")
+                   timeout=45, what=f"runner online:\n{served.log}")
         return served
 
     yield start
@@ -367,3 +367,19 @@ def test_serve_starts_the_dashboard_from_the_config(
     took = time.monotonic() - asked
     print(f"SIGTERM to exit with the dashboard: {took:.2f}s")
     assert "longer than" not in served.log
+
+
+def test_overlapping_trigger_topics_start_a_scene_once_per_message(
+        tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder, serve: Serve) -> None:
+    config = write_room(tmp_path, mosquitto)
+    (tmp_path / "scenes" / "queued.yaml").write_text(
+        "name: Queued\nmode: queue\nduration: 0.2\nactions:\n"
+        "  - {at: 0, topic: room1/fog, message: \"ON\", feedback: none}\n")
+    config.write_text(config.read_text().replace(
+        "triggers:\n",
+        "triggers:\n  - {topic: \"room1/#\", message: GO, scene: queued, min_interval: 0}\n"))
+    serve(config)
+    send(recorder, "room1/button", "GO")  # matches room1/# and the room1/button route
+    recorder.wait_for("room1/fog", "ON")
+    with pytest.raises(AssertionError):  # a second (queued) start would send it again
+        recorder.wait_for("room1/fog", "ON", count=2, timeout=1.5)
