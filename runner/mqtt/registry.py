@@ -14,7 +14,7 @@ ONLINE = "online"
 OFFLINE = "offline"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per device, made for every presence message
 class DeviceInfo:
     """One device as last reported; times are wall-clock epoch seconds, for display."""
 
