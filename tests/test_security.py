@@ -375,3 +375,43 @@ def test_serve_refuses_hostile_yaml_with_its_location_and_runs_nothing(
     assert f"{target}:" in out or f"{target.name}:" in out, out
     assert "Traceback" not in out
     assert not marker.exists()
+
+
+def test_text_from_the_network_cannot_forge_log_lines(tmp_path: Path,
+                                                     mosquitto: Mosquitto) -> None:
+    (tmp_path / "scenes").mkdir()
+    (tmp_path / "scenes" / "intro.yaml").write_text(INTRO)
+    config = tmp_path / "runner.yaml"
+    config.write_text(
+        f"room: room1\nbroker: {{host: 127.0.0.1, port: {mosquitto.port}}}\n"
+        "scenes_dir: scenes\ndashboard: {enabled: false}\n"
+        "triggers:\n  - {topic: room1/button, message: PRESSED, scene: intro}\n")
+    serve = Log(spawn_runner("serve", "--config", str(config), "-v", cwd=tmp_path))
+    forged = "06:00:00.000 ERROR   shows: FORGED"
+    try:
+        serve.wait_for("ready")
+        # A line break in a topic level (a device id): mosquitto drops such a client.
+        rogue = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="rogue")
+        rogue.connect(mosquitto.host, mosquitto.port)
+        rogue.loop_start()
+        wait_until(rogue.is_connected, what="the rogue connected")
+        rogue.publish(f"devices/esp\n{forged}/status", "online", qos=1)
+        wait_until(lambda: not rogue.is_connected(), what="mosquitto dropping the rogue")
+        rogue.loop_stop()
+        pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="forger")
+        pub.connect(mosquitto.host, mosquitto.port)
+        pub.loop_start()
+        for topic in ("devices/esp32_01/status", "room1/status", "runner/room1/cmd",
+                      "room1/button", "elsewhere/status"):
+            for payload in (f"online\n{forged}", f"OK\r\n{forged}", f'{{"status": "OK\n{forged}',
+                            f'{{"command": "play", "scene": "x\\n{forged}"}}',
+                            f"PRESSED\n{forged}", f"stop\n{forged}"):
+                pub.publish(topic, payload, qos=1).wait_for_publish(5)
+        pub.publish("runner/room1/cmd", "panic", qos=1).wait_for_publish(5)
+        pub.disconnect()
+        pub.loop_stop()
+        serve.wait_for("Remote command: PANIC")
+    finally:
+        log = serve.finish()
+    assert "FORGED" in log  # the text was logged (escaped), so the check below means something
+    assert not any(line.startswith(forged) for line in log.splitlines()), log
