@@ -141,9 +141,13 @@ class FeedbackTracker:
             early = self._take_early(pending, now)
             if early is None:
                 self._pending[pending.command_id] = pending
-                heapq.heappush(self._deadlines, (now + pending.timeout, pending.command_id))
+                deadline = (now + pending.timeout, pending.command_id)
+                heapq.heappush(self._deadlines, deadline)
                 self._ensure_timer()
-                self._cond.notify_all()
+                if self._deadlines[0] == deadline:
+                    # Only an earlier deadline changes the timer's wait; waking it for
+                    # every command would cost each publish a thread switch.
+                    self._cond.notify_all()
         if early is not None:
             self._finish(pending, early.status, 0.0, early.device)
         return pending.command_id
