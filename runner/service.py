@@ -86,6 +86,7 @@ class RoomService:
         self._player_outdated = False  # a reload came while a scene played
         self._started = False
         self._stopping = False
+        self._shows_started = False  # a reload during start-up leaves starting them to start()
         self.room_safe = threading.Event()  # set once shutdown sent safe state and `offline`
 
         self.client = MQTTClient.from_config(config)
@@ -158,6 +159,7 @@ class RoomService:
             if self._stopping:
                 return
             self.shows.start()
+            self._shows_started = True
         log.info("Room %s ready: %d scene(s), %d show(s), %d trigger(s); commands on %s",
                  self.config.room, len(self.scenes), len(self.config.shows),
                  len(self.config.triggers), self.config.runner_cmd_topic)
@@ -259,7 +261,8 @@ class RoomService:
             self._route_topics()
             self.shows.stop()
             self.shows = self._new_shows(new)
-            self.shows.start()
+            if self._shows_started:
+                self.shows.start()
             if self.player.current_run is None:
                 self._replace_player()
             else:

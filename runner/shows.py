@@ -226,6 +226,8 @@ class ShowScheduler:
         self._last_mono = 0.0
 
     def start(self) -> None:
+        if self._thread is not None:
+            return  # one loop per scheduler
         self._plan_all(self._now(), announce=True)
         self._thread = threading.Thread(target=self._loop, name="shows", daemon=True)
         self._thread.start()

@@ -33,8 +33,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         runs = read_last_runs(conn, max(1, args.limit))
     except sqlite3.Error as e:
-        print(f"runner history: {path} cannot be read ({e}); is it a runner history file?",
-              file=sys.stderr)
+        print(f"runner history: {path} cannot be read ({e}); check that it is a run "
+              "history and that you may read it (the service's user may: sudo -u runner "
+              "runner history ...)", file=sys.stderr)
         return EXIT_ERROR
     finally:
         conn.close()
