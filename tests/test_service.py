@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import threading
 import time
 import urllib.request
@@ -265,13 +266,33 @@ def test_sigterm_mid_scene_sends_on_stop_safe_state_offline_and_exits_0(
     assert took < 2.0 + 3.0  # 2 s is the service's own deadline; the rest is process teardown
 
 
-def test_sigkill_leaves_the_last_will_offline(
+def test_sigkill_leaves_the_last_will_offline_and_the_history_so_far(
         tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder, serve: Serve) -> None:
-    served = serve(write_room(tmp_path, mosquitto))
+    config = write_room(tmp_path, mosquitto)
+    served = serve(config)
+    send(recorder, "room1/button", "PRESSED")
+    recorder.wait_for("room1/light", "ON")
+    db = tmp_path / "history.sqlite3"
+
+    def actions_written() -> list[tuple[str, str]]:
+        with sqlite3.connect(db) as conn:
+            return conn.execute("SELECT outcome, record FROM runs JOIN actions USING (run_id)"
+                                ).fetchall()
+
+    wait_until(actions_written, what="the first action in the history")  # as it happens
     served.signal(signal.SIGKILL)
     served.wait_exit()
     msgs = recorder.wait_for("runner/room1/status", "offline", timeout=10)
     assert msgs[-1].payload == b"offline"
+    [(outcome, record)] = actions_written()
+    assert outcome == "running"
+    assert json.loads(record)["topic"] == "room1/light"
+    assert json.loads(record)["delivery"] == "sent"
+
+    again = serve(config)  # the next start closes the run the crash left open
+    again.wait_log("marked interrupted")
+    result = run_runner("history", "--config", str(config), cwd=tmp_path)
+    assert "interrupted" in result.stdout
 
 
 def test_history_survives_a_restart(
