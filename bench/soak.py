@@ -88,10 +88,10 @@ def device_topic(i: int) -> str:
 # -- the room ------------------------------------------------------------------------
 
 def scene_wave(name: str, devices: range) -> str:
-    """Cues 0.25 s apart over the devices, pairs at one offset, about 3 s long."""
+    """Cues 0.2 s apart over the devices, pairs at one offset, 2.4 s long."""
     lines = [f"name: {name}", "mode: single", "actions:"]
     for n, i in enumerate(devices):
-        at = round((n // 2) * 0.25, 3)
+        at = round((n // 2) * 0.2, 3)
         lines.append(f"  - {{at: {at}, topic: {device_topic(i)}, message: \"W{n}\"}}")
     return "\n".join(lines) + "\n"
 
@@ -637,6 +637,7 @@ class Soak:
             "duration_s": self.duration,
             "late_tolerance_s": LATE_TOLERANCE,
             "plays_requested": self.plays_requested,
+            "starts_refused_busy": log.count("is still running (mode single)"),
             "scenes_played": len(runs),
             "outcomes": outcomes,
             "feedback": feedback,
@@ -668,6 +669,8 @@ class Soak:
             "service_exit": exit_code,
             "tracebacks_in_log": log.count("Traceback"),
             "rss_mb": _pair(start, end, "rss_mb"),
+            "rss_mb_each_minute": [round(s["rss_mb"], 1) for s in self.samples
+                                   if s["at"] >= self.t0][::int(60 / SAMPLE_EVERY)],
             "rss_slope_mb_per_min_second_half": None if slope is None else round(slope, 3),
             "fds": _pair(start, end, "fds"),
             "threads": _pair(start, end, "threads"),
@@ -708,7 +711,8 @@ def markdown(report: dict[str, Any], command: str) -> str:
     r = report
     rows = [
         ("duration", f"{r['duration_s']:.0f} s"),
-        ("scenes played (starts requested)", f"{r['scenes_played']} ({r['plays_requested']})"),
+        ("scenes played (starts requested; refused as busy)",
+         f"{r['scenes_played']} ({r['plays_requested']}; {r['starts_refused_busy']})"),
         ("outcomes", ", ".join(f"{k} {v}" for k, v in sorted(r["outcomes"].items()))),
         ("commands planned", r["commands_planned"]),
         ("commands on time", r["commands_on_time"]),
@@ -733,6 +737,7 @@ def markdown(report: dict[str, Any], command: str) -> str:
         ("service restarts needed", r["service_restarts"]),
         ("tracebacks in the service log", r["tracebacks_in_log"]),
         ("RSS start / end", "{start} / {end} MB".format(**r["rss_mb"])),
+        ("RSS each minute", " / ".join(f"{v}" for v in r["rss_mb_each_minute"]) + " MB"),
         ("RSS trend, second half", f"{r['rss_slope_mb_per_min_second_half']} MB/min"),
         ("file descriptors start / end", "{start} / {end}".format(**r["fds"])),
         ("threads start / end", "{start} / {end}".format(**r["threads"])),
