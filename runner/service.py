@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sqlite3
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +49,7 @@ from runner.triggers import TriggerRouter
 
 log = logging.getLogger("shows")
 
+IN_MEMORY = ":memory:"  # sqlite's name for a database that lives only in this process
 RESULTS_IN_STATE = 10  # feedback results carried in the retained state
 ChangeListener = Callable[[], None]
 
@@ -61,6 +63,20 @@ def devices_needed(scene: Scene, config: Config) -> list[str]:
             if device is not None:
                 needed[device] = None
     return list(needed)
+
+
+def open_history(path: Path) -> RunHistory:
+    """The run history at `path`; when it cannot be written, one in memory and a loud line.
+
+    A room must not stay dark because its record cannot be kept: the shows go on.
+    """
+    try:
+        return RunHistory(path)
+    except (OSError, sqlite3.Error) as e:
+        log.error("The run history %s cannot be written (%s): runs are kept in memory only "
+                  "until the service stops. Set history_file in runner.yaml to a writable "
+                  "file, e.g. /var/lib/runner/history.sqlite3", path, e)
+        return RunHistory(Path(IN_MEMORY))
 
 
 class RoomService:
@@ -96,7 +112,7 @@ class RoomService:
                                       status_topics=config.status_topics)
         self.media: MediaBackend = open_backend(config.media_dir, dummy=dummy_media)
         self.player = self._new_player(config)
-        self.history = RunHistory(history_path or default_path(config))
+        self.history = open_history(history_path or default_path(config))
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="room")
         self.triggers = TriggerRouter(config.triggers, self._on_trigger)
         self.control = RemoteControl(self, self._submit)

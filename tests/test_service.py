@@ -404,3 +404,15 @@ def test_overlapping_trigger_topics_start_a_scene_once_per_message(
     recorder.wait_for("room1/fog", "ON")
     with pytest.raises(AssertionError):  # a second (queued) start would send it again
         recorder.wait_for("room1/fog", "ON", count=2, timeout=1.5)
+
+
+def test_a_history_that_cannot_be_written_does_not_keep_the_room_dark(
+        tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder, serve: Serve) -> None:
+    (tmp_path / "not_a_folder").write_text("")
+    config = write_room(tmp_path, mosquitto,
+                        extra="history_file: not_a_folder/history.sqlite3\n")
+    served = serve(config)
+    assert "cannot be written" in served.log and "history_file" in served.log
+    send(recorder, "room1/button", "PRESSED")
+    recorder.wait_for("room1/light", "ON")
+    assert "Traceback" not in served.log
