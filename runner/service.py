@@ -35,7 +35,7 @@ from runner.mqtt.handler import MessageHandler
 from runner.mqtt.registry import DeviceInfo, DeviceRegistry
 from runner.player import Player
 from runner.records import ActionRecord, FeedbackResult, SceneRun
-from runner.scenefile import load_scenes
+from runner.scenefile import check_scene, load_scenes, scene_files
 from runner.shows import (
     GRACE_SECONDS,
     TICK_SECONDS,
@@ -65,6 +65,31 @@ def devices_needed(scene: Scene, config: Config) -> list[str]:
     return list(needed)
 
 
+def scenes_at_start(config: Config) -> dict[str, Scene]:
+    """Every valid scene; one with errors is left out with its errors logged.
+
+    Unlike a reload (which keeps the running set), a start has nothing to fall back on:
+    refusing every scene for one bad file would keep the room dark after a reboot.
+    """
+    try:
+        return load_scenes(config.scenes_dir, default_room=config.room,
+                           media_dir=config.media_dir)
+    except ValidationFailed as e:
+        if not config.scenes_dir.is_dir():
+            raise
+        for d in e.diagnostics:
+            log.error("%s", d.format())
+    scenes: dict[str, Scene] = {}
+    for path in scene_files(config.scenes_dir):
+        scene, _ = check_scene(path, default_room=config.room, media_dir=config.media_dir)
+        if scene is None:
+            log.error("Scene %s left out: fix the errors above (runner validate %s), then "
+                      "reload", path.stem, path)
+        elif scene.id not in scenes:
+            scenes[scene.id] = scene
+    return scenes
+
+
 def open_history(path: Path) -> RunHistory:
     """The run history at `path`; when it cannot be written, one in memory and a loud line.
 
@@ -90,8 +115,7 @@ class RoomService:
                  show_tick: float = TICK_SECONDS, show_grace: float = GRACE_SECONDS,
                  dummy_media: bool = False, history_path: Path | None = None) -> None:
         self.config = config
-        self.scenes: dict[str, Scene] = load_scenes(
-            config.scenes_dir, default_room=config.room, media_dir=config.media_dir)
+        self.scenes: dict[str, Scene] = scenes_at_start(config)
         self._tz = timezone_for(config)
         self._now = now
         self._show_tick = show_tick
@@ -373,14 +397,17 @@ class RoomService:
         try:
             return self.play(scene_id, trigger)
         except KeyError:
-            log.error("%s: no scene %r (is it in %s?)", trigger, scene_id,
+            log.error("%s: scene %r is not loaded (missing from %s, or left out for its "
+                      "errors: runner validate says which)", trigger, scene_id,
                       self.config.scenes_dir)
             return None
 
     def _on_show(self, show: Show, planned: datetime) -> None:
         scene = self.scenes.get(show.scene)
         if scene is None:
-            log.error("Show %s skipped: no such scene in %s", show.scene, self.config.scenes_dir)
+            log.error("Show %s skipped: the scene is not loaded (missing from %s, or left "
+                      "out for its errors: runner validate says which)", show.scene,
+                      self.config.scenes_dir)
             return
         if show.require_devices:
             offline = self.offline_devices(scene)

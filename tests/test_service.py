@@ -416,3 +416,17 @@ def test_a_history_that_cannot_be_written_does_not_keep_the_room_dark(
     send(recorder, "room1/button", "PRESSED")
     recorder.wait_for("room1/light", "ON")
     assert "Traceback" not in served.log
+
+
+def test_a_broken_scene_at_start_is_left_out_and_the_others_play(
+        tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder, serve: Serve) -> None:
+    config = write_room(tmp_path, mosquitto)
+    broken = tmp_path / "scenes" / "intro.yaml"
+    broken.write_text(INTRO.replace("at: 1.5", "at: soon"))  # the trigger's own scene
+    served = serve(config)
+    assert f"{broken}:" in served.log and "Scene intro left out" in served.log
+    send(recorder, "room1/button", "PRESSED")
+    served.wait_log("scene 'intro' is not loaded")
+    send(recorder, "runner/room1/cmd", json.dumps({"command": "play", "scene": "quick"}))
+    recorder.wait_for("room1/fog", "ON")
+    assert recorder.payloads("room1/light") == []  # never half-played
