@@ -22,8 +22,9 @@ from runner.control import RemoteControl
 from runner.model import Scene
 from runner.records import SceneRun
 from runner.scenefile import load_scene
+from runner.simulate import DeviceFleet, VirtualDevice
 from tests.brokers import Mosquitto, free_port
-from tests.conftest import require, run_runner, spawn_runner, wait_until
+from tests.conftest import REPO, require, run_runner, spawn_runner, wait_until
 
 # Distinctive, so that a grep cannot match anything else.
 PASSWORD = "Pw-7f3a9c-KEEP-OUT"
@@ -415,3 +416,104 @@ def test_text_from_the_network_cannot_forge_log_lines(tmp_path: Path,
         log = serve.finish()
     assert "FORGED" in log  # the text was logged (escaped), so the check below means something
     assert not any(line.startswith(forged) for line in log.splitlines()), log
+
+
+# -- the broker ACL from SECURITY.md ---------------------------------------------------
+
+ACL_USERS = ("runner_room1", "staff_room1", "esp32_01", "runner_room2", "esp32_21", "admin")
+
+
+def documented_acl() -> str:
+    text = (REPO / "SECURITY.md").read_text()
+    block = text.split("<!-- acl example -->", 1)[1].split("```conf\n", 1)[1]
+    return block.split("```", 1)[0]
+
+
+def login(broker: Mosquitto, user: str) -> mqtt.Client:
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"acl-{user}")
+    c.username_pw_set(user, f"pw-{user}")
+    c.connect(broker.host, broker.port)
+    c.loop_start()
+    wait_until(c.is_connected, what=f"{user} logged in")
+    return c
+
+
+def test_the_documented_acl_keeps_each_room_and_device_to_its_own_topics(
+        tmp_path: Path, broker_factory: object) -> None:
+    require("mosquitto_passwd", shutil.which("mosquitto_passwd") is not None,
+            "apt-get install mosquitto (it ships mosquitto_passwd)")
+    passwords = tmp_path / "passwords"
+    for n, user in enumerate(ACL_USERS):
+        subprocess.run(["mosquitto_passwd", "-b", *(["-c"] if n == 0 else []), str(passwords),
+                        user, f"pw-{user}"], check=True, capture_output=True)
+    passwords.chmod(0o600)
+    acl = tmp_path / "acl"
+    acl.write_text(documented_acl() + "\n# the test's own eyes\nuser admin\ntopic read #\n")
+    broker: Mosquitto = broker_factory(  # type: ignore[operator]
+        listener_conf=f"allow_anonymous false\npassword_file {passwords}\nacl_file {acl}")
+    broker.start()
+
+    (tmp_path / "scenes").mkdir()
+    (tmp_path / "scenes" / "intro.yaml").write_text(
+        "name: Intro\nactions:\n  - {at: 0, topic: room1/light, message: 'ON'}\n"
+        "  - {at: 0.2, topic: room1/motor, message: START}\n")
+    (tmp_path / "secrets.yaml").write_text("mqtt_password: pw-runner_room1\n")
+    config = tmp_path / "runner.yaml"
+    config.write_text(
+        f"room: room1\nbroker: {{host: 127.0.0.1, port: {broker.port}, "
+        "username: runner_room1, password: !secret mqtt_password}\n"
+        "scenes_dir: scenes\ndashboard: {enabled: false}\n"
+        "devices:\n  esp32_01: [room1/light, room1/motor]\n")
+
+    seen: list[tuple[str, bytes]] = []
+    admin = login(broker, "admin")
+    admin.on_message = lambda _c, _u, m: seen.append((m.topic, bytes(m.payload)))
+    admin.subscribe("#", qos=1)
+    device = DeviceFleet([VirtualDevice("esp32_01", ("room1/light", "room1/motor"),
+                                        broker.host, broker.port, username="esp32_01",
+                                        password="pw-esp32_01")])
+    device.start()
+    serve = Log(spawn_runner("serve", "--config", str(config), cwd=tmp_path))
+    clients: list[mqtt.Client] = [admin]
+    try:
+        assert device.wait_online(10), "the device could not log in under the ACL"
+        serve.wait_for("ready")
+        serve.wait_for("device esp32_01 connected")  # its presence reached the runner
+        staff = login(broker, "staff_room1")
+        clients.append(staff)
+        staff.publish("runner/room1/cmd", '{"command": "play", "scene": "intro"}', qos=1)
+        serve.wait_for("Feedback OK: room1/motor")
+        assert "Feedback OK: room1/light" in serve.text
+
+        forgeries = {
+            "esp32_01": [("runner/room1/cmd", "panic"), ("room1/light", "FORGED"),
+                         ("devices/esp32_21/status", "offline"), ("room2/status", "FORGED")],
+            "runner_room2": [("room1/light", "FORGED"), ("runner/room1/cmd", "panic"),
+                             ("room1/status", "FORGED")],
+            "esp32_21": [("room1/status", "FORGED"), ("room1/light", "FORGED")],
+            "staff_room1": [("room1/light", "FORGED"), ("runner/room2/cmd", "panic")],
+        }
+        # Allowed afterwards: a client's messages arrive in order, so once its
+        # sentinel is seen, anything forged before it would have been seen too.
+        sentinels = {"esp32_01": ("devices/esp32_01/status", "online"),
+                     "runner_room2": ("room2/light", "SENTINEL"),
+                     "esp32_21": ("room2/status", "SENTINEL"),
+                     "staff_room1": ("runner/room1/cmd", "SENTINEL")}
+        for user, attempts in forgeries.items():
+            c = login(broker, user)
+            clients.append(c)
+            for topic, payload in attempts:
+                c.publish(topic, payload, qos=1).wait_for_publish(5)
+            c.publish(*sentinels[user], qos=1).wait_for_publish(5)
+            wait_until(lambda t=sentinels[user]: (t[0], t[1].encode()) in seen,
+                       what=f"{user}'s allowed message")
+        forged = [(t, p) for t, p in seen if p in (b"FORGED", b"panic")
+                  or (t == "devices/esp32_21/status")]
+        assert forged == [], forged
+    finally:
+        for c in clients:
+            c.disconnect()
+            c.loop_stop()
+        log = serve.finish()
+        device.stop()
+    assert "PANIC" not in log
