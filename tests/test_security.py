@@ -504,9 +504,10 @@ def test_the_documented_acl_keeps_each_room_and_device_to_its_own_topics(
             clients.append(c)
             for topic, payload in attempts:
                 c.publish(topic, payload, qos=1).wait_for_publish(5)
-            c.publish(*sentinels[user], qos=1).wait_for_publish(5)
-            wait_until(lambda t=sentinels[user]: (t[0], t[1].encode()) in seen,
-                       what=f"{user}'s allowed message")
+            topic, payload = sentinels[user]
+            c.publish(topic, payload, qos=1).wait_for_publish(5)
+            sentinel = (topic, payload.encode())
+            wait_until(lambda: sentinel in seen, what=f"{user}'s allowed message")
         forged = [(t, p) for t, p in seen if p in (b"FORGED", b"panic")
                   or (t == "devices/esp32_21/status")]
         assert forged == [], forged
