@@ -466,6 +466,10 @@ def test_the_documented_acl_keeps_each_room_and_device_to_its_own_topics(
         "devices:\n  esp32_01: [room1/light, room1/motor]\n")
 
     seen: list[tuple[str, bytes]] = []
+
+    def arrived(message: tuple[str, bytes]) -> Callable[[], bool]:
+        return lambda: message in seen
+
     admin = login(broker, "admin")
     admin.on_message = lambda _c, _u, m: seen.append((m.topic, bytes(m.payload)))
     admin.subscribe("#", qos=1)
@@ -506,8 +510,7 @@ def test_the_documented_acl_keeps_each_room_and_device_to_its_own_topics(
                 c.publish(topic, payload, qos=1).wait_for_publish(5)
             topic, payload = sentinels[user]
             c.publish(topic, payload, qos=1).wait_for_publish(5)
-            sentinel = (topic, payload.encode())
-            wait_until(lambda: sentinel in seen, what=f"{user}'s allowed message")
+            wait_until(arrived((topic, payload.encode())), what=f"{user}'s allowed message")
         forged = [(t, p) for t, p in seen if p in (b"FORGED", b"panic")
                   or (t == "devices/esp32_21/status")]
         assert forged == [], forged
