@@ -26,25 +26,32 @@ class TopicFilter:
 
     def __init__(self, topic_filter: str) -> None:
         self.text = topic_filter
-        self._levels = topic_filter.split("/")
-        self._wild = "+" in self._levels or "#" in self._levels
+        levels = topic_filter.split("/")
+        self._levels = levels
+        self._multi = levels[-1] == "#"  # `#` is only valid last
+        self._fixed = [(i, lv) for i, lv in enumerate(levels) if lv not in ("+", "#")]
+        self._wild = self._multi or "+" in levels
+        singles = [i for i, lv in enumerate(levels) if lv == "+"]
+        # `devices/+/status`: the device id is one level, found by index.
+        self._single = singles[0] if len(singles) == 1 and not self._multi else None
 
     def match(self, levels: list[str]) -> bool:
         """Whether the topic split into `levels` matches (MQTT 3.1.1 section 4.7)."""
         if not self._wild:
             return levels == self._levels
-        mine = self._levels
-        if levels and levels[0].startswith("$") and mine[0] in ("+", "#"):
-            return False  # a leading wildcard never matches $SYS-style topics
-        for i, level in enumerate(mine):
-            if level == "#":
-                return True
-            if i >= len(levels) or (level != "+" and level != levels[i]):
+        if self._multi:
+            if len(levels) < len(self._levels) - 1:
                 return False
-        return len(levels) == len(mine)
+        elif len(levels) != len(self._levels):
+            return False
+        if levels[0].startswith("$") and self._levels[0] in ("+", "#"):
+            return False  # a leading wildcard never matches $SYS-style topics
+        return all(levels[i] == lv for i, lv in self._fixed)
 
     def wildcard_part(self, levels: list[str]) -> str:
         """The part of the topic the wildcards matched: the device id of a status topic."""
+        if self._single is not None:
+            return levels[self._single]
         picked: list[str] = []
         for i, level in enumerate(self._levels):
             if level == "+" and i < len(levels):

@@ -38,7 +38,7 @@ class DeviceRegistry:
 
     def update_device_status(self, device_id: str, status: str) -> None:
         """Record `online` / `offline` (any case); listeners hear only of changes."""
-        word = status.strip().lower()
+        word = status if status in (ONLINE, OFFLINE) else status.strip().lower()
         if word not in (ONLINE, OFFLINE):
             log.warning("ignored presence %r for device %s: expected online or offline",
                         status[:40], device_id)
