@@ -521,3 +521,48 @@ def test_the_documented_acl_keeps_each_room_and_device_to_its_own_topics(
         log = serve.finish()
         device.stop()
     assert "PANIC" not in log
+
+
+# -- the dashboard under an oversized request ------------------------------------------
+
+
+def _request_answer(port: int, head: bytes, body_part: bytes, timeout: float = 5.0) -> bytes:
+    """Send a request whose body never ends; return what the server answers meanwhile."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(head + body_part)
+        try:
+            return s.recv(4096)
+        except TimeoutError:
+            return b""
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_an_endless_login_body_is_refused_without_being_read(
+        tmp_path: Path, mosquitto: Mosquitto, framing: str) -> None:
+    # /api/login is the one POST anyone who reaches the dashboard may make: it must not
+    # buffer a body of any size (a phone on the LAN could fill the Pi's memory).
+    dash = free_port()
+    (tmp_path / "scenes").mkdir()
+    (tmp_path / "scenes" / "intro.yaml").write_text(INTRO)
+    config = tmp_path / "runner.yaml"
+    config.write_text(
+        f"room: room1\nbroker: {{host: 127.0.0.1, port: {mosquitto.port}}}\n"
+        f"scenes_dir: scenes\ndashboard: {{port: {dash}, token: {TOKEN}}}\n")
+    serve = Log(spawn_runner("serve", "--config", str(config), cwd=tmp_path))
+    try:
+        serve.wait_for("Dashboard on")
+        wait_until(lambda: _accepts("127.0.0.1", dash), timeout=10, what="the dashboard")
+        head = (f"POST /api/login HTTP/1.1\r\nHost: 127.0.0.1:{dash}\r\n"
+                "Content-Type: application/json\r\n").encode()
+        if framing == "content-length":
+            head += b"Content-Length: 2000000000\r\n\r\n"
+            part = b'{"token": "' + b"x" * 65536
+        else:
+            head += b"Transfer-Encoding: chunked\r\n\r\n"
+            part = b"".join(b"%x\r\n%s\r\n" % (8192, b"x" * 8192) for _ in range(8))
+        answer = _request_answer(dash, head, part)
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        # and the dashboard still serves everyone else
+        assert http(f"http://127.0.0.1:{dash}/api/session")[0] == 200
+    finally:
+        serve.finish()

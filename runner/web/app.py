@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import difflib
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -150,13 +151,21 @@ def create_app(room: views.Room, *, auth: Auth | None = None,
         return endpoint
 
     async def read_body(request: Request) -> dict[str, Any] | JSON:
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            return problem(413, "The request is too large; send only {\"scene\": \"<id>\"}.")
+        # Streamed with a cap, never buffered whole: anyone who reaches the dashboard may
+        # POST to /api/login, and an endless body must not fill the Pi's memory.
+        too_large = problem(413, "The request is too large; send only {\"scene\": \"<id>\"}.")
+        declared = request.headers.get("content-length", "0")
+        if not declared.isdigit() or int(declared) > MAX_BODY:
+            return too_large
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY:
+                return too_large
         if not body.strip():
             return {}
         try:
-            data = await request.json()
+            data = json.loads(body)
         except ValueError:
             return problem(400, "The request body is not JSON; send {\"scene\": \"<id>\"}.")
         if not isinstance(data, dict):
