@@ -136,7 +136,7 @@ def _translate(error: Any, doc: Document) -> list[Diagnostic]:
     if kind == "oneOf" and "x-oneOf" in schema:
         return [doc.diagnostic(path, schema["x-oneOf"])]
     if kind in ("type", "anyOf", "oneOf", "pattern") and "x-message" in schema:
-        return [doc.diagnostic(path, schema["x-message"].format(got=got))]
+        return [doc.diagnostic(path, schema["x-message"].replace("{got}", got))]
     if kind == "type":
         types = error.validator_value
         names: list[str] = types if isinstance(types, list) else [types]
