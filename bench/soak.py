@@ -669,8 +669,9 @@ class Soak:
             "service_exit": exit_code,
             "tracebacks_in_log": log.count("Traceback"),
             "rss_mb": _pair(start, end, "rss_mb"),
-            "rss_mb_each_minute": [round(s["rss_mb"], 1) for s in self.samples
-                                   if s["at"] >= self.t0][::int(60 / SAMPLE_EVERY)],
+            "rss_mb_each_minute": _each_minute(self.samples, self.t0, "rss_mb"),
+            "fds_each_minute": _each_minute(self.samples, self.t0, "fds"),
+            "threads_each_minute": _each_minute(self.samples, self.t0, "threads"),
             "rss_slope_mb_per_min_second_half": None if slope is None else round(slope, 3),
             "fds": _pair(start, end, "fds"),
             "threads": _pair(start, end, "threads"),
@@ -682,6 +683,14 @@ def _mismatch(registry: dict[str, bool], truth: dict[str, bool]) -> dict[str, An
     """Devices whose state in the runner differs from the truth (ghosts not counted)."""
     return {d: {"runner": registry.get(d), "truth": v} for d, v in truth.items()
             if registry.get(d) != v}
+
+
+def _each_minute(samples: list[dict[str, float]], t0: float, key: str) -> list[float]:
+    """One sample a minute from the start of the chaos, and the last one."""
+    picked = [s for s in samples if s["at"] >= t0][::int(60 / SAMPLE_EVERY)]
+    if samples and samples[-1] not in picked:
+        picked.append(samples[-1])
+    return [round(s[key], 1) for s in picked]
 
 
 def _quantiles(values: list[float]) -> dict[str, float | None]:
@@ -736,11 +745,10 @@ def markdown(report: dict[str, Any], command: str) -> str:
          f"({r['reloads_logged']} logged)"),
         ("service restarts needed", r["service_restarts"]),
         ("tracebacks in the service log", r["tracebacks_in_log"]),
-        ("RSS start / end", "{start} / {end} MB".format(**r["rss_mb"])),
         ("RSS each minute", " / ".join(f"{v}" for v in r["rss_mb_each_minute"]) + " MB"),
         ("RSS trend, second half", f"{r['rss_slope_mb_per_min_second_half']} MB/min"),
-        ("file descriptors start / end", "{start} / {end}".format(**r["fds"])),
-        ("threads start / end", "{start} / {end}".format(**r["threads"])),
+        ("file descriptors each minute", " / ".join(f"{v:g}" for v in r["fds_each_minute"])),
+        ("threads each minute", " / ".join(f"{v:g}" for v in r["threads_each_minute"])),
     ]
     lines = [f"`{command}`", "", "| measure | result |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in rows]
