@@ -11,6 +11,7 @@ from runner.model import Action, FeedbackPolicy, Mode, Scene
 from runner.yamlload import Document, JsonPath, load_file
 
 SCENE_SUFFIXES = (".yaml", ".yml")
+NOT_SCENES = ("runner.yaml", "secrets.yaml")  # a room folder may hold its config beside scenes
 
 
 def check_scene(path: Path, *, default_room: str = "room1", media_dir: Path | None = None,
@@ -94,9 +95,10 @@ def build_action(doc: Document, path: JsonPath) -> Action:
 
 
 def scene_files(folder: Path) -> list[Path]:
-    """Every *.yaml / *.yml directly in `folder`, sorted by name."""
+    """Every *.yaml / *.yml directly in `folder`, sorted by name; config files are not scenes."""
     return sorted(p for p in folder.iterdir()
-                  if p.suffix in SCENE_SUFFIXES and p.is_file() and not p.name.startswith("."))
+                  if p.suffix in SCENE_SUFFIXES and p.is_file() and not p.name.startswith(".")
+                  and p.name not in NOT_SCENES)
 
 
 def load_scenes(scenes_dir: Path, *, default_room: str = "room1",

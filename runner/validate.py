@@ -20,6 +20,8 @@ from runner.model import Config
 from runner.scenefile import check_document, scene_files
 from runner.yamlload import load_file
 
+CONFIG_NAME = "runner.yaml"
+
 
 @dataclass
 class Report:
@@ -50,14 +52,19 @@ def validate(paths: Iterable[Path], *, config_path: Path | None = None) -> Repor
     """Check the config (when given) and every scene in `paths`; with no paths, its scenes_dir."""
     report = Report()
     config: Config | None = None
+    targets = list(paths)
+    if config_path is None:  # `runner validate runner.yaml` means the config
+        named = [p for p in targets if p.name == CONFIG_NAME and p.is_file()]
+        config_path = named[0] if named else None
     if config_path is not None:
+        targets = [p for p in targets
+                   if not (p.is_file() and p.resolve() == config_path.resolve())]
         config, found = check_config(config_path)
         report.files.append(str(config_path))
         report.diagnostics += found
         if config is None:  # still check the scenes, against what can be read of it
             room, scenes_dir, media_dir = folders_of(config_path)
             config = Config(room=room, scenes_dir=scenes_dir, media_dir=media_dir)
-    targets = list(paths)
     if not targets and config is not None:
         targets = [config.scenes_dir]
     seen: set[Path] = set()

@@ -278,3 +278,16 @@ def test_cli_does_not_import_mqtt_media_or_scheduler(argv: list[str]) -> None:
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                             text=True, timeout=60, check=False)
     assert "HEAVY [] RC 0" in result.stdout, result.stdout + result.stderr
+
+
+def test_a_room_folder_with_its_config_beside_the_scenes(tmp_path: Path) -> None:
+    write(tmp_path, "intro.yaml", GOOD)
+    write(tmp_path, "runner.yaml", "room: room1\nscenes_dir: .\nbroker: {password: !secret pw}\n"
+          "shows:\n  - {scene: intro, time: '10:00'}\n")
+    write(tmp_path, "secrets.yaml", "pw: x\n")
+    folder = validate(".", cwd=tmp_path)  # ./runner.yaml is the config, not a scene
+    assert folder.returncode == 0, folder.stdout
+    assert "2 files checked: all valid" in folder.stdout
+    config = validate("runner.yaml", cwd=tmp_path)  # the config and its scenes
+    assert config.returncode == 0, config.stdout
+    assert "2 files checked: all valid" in config.stdout
