@@ -280,7 +280,8 @@ def test_wrong_password_is_one_clear_error_and_no_retry_storm(
         assert "refused the login" in errors[0]
         assert all(secret not in m for m in caplog.messages)
         # One attempt, not three: the broker saw a single refused client.
-        assert broker.log.read_text().count("not authorised") == 1
+        broker_log = broker.log.read_text()
+        assert broker_log.count("not authorised") == 1, broker_log
         assert client._supervisor is None or not client._supervisor.is_alive()
     finally:
         client.disconnect()
