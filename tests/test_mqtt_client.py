@@ -402,3 +402,16 @@ def test_tls_client_certificate_when_the_broker_requires_one(
         assert without.connect() is False
     finally:
         without.disconnect()
+
+
+def test_unreadable_tls_file_is_one_error_not_a_crash(mosquitto: Mosquitto, tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    client = tls_client(mosquitto, TLSConfig(ca_file=tmp_path / "missing-ca.crt"))
+    try:
+        assert client.connect() is False  # no exception reaches the service
+        assert client.publish("room1/light", "ON") is Delivery.SIMULATED
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1 and "missing-ca.crt" in errors[0], errors
+        assert "broker.tls" in errors[0]
+    finally:
+        client.disconnect()

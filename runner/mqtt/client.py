@@ -192,10 +192,17 @@ class MQTTClient:
 
     def _attempt(self) -> tuple[_Attempt, str]:
         """One connection with a fresh paho client; waits for CONNACK (never in paho's thread)."""
-        link = _Link(self._new_paho())
-        link.paho.user_data_set(link)
         try:
-            link.paho.connect(self.host, self.port, self._keepalive)
+            paho = self._new_paho()
+        except (OSError, ValueError) as err:  # ssl.SSLError is an OSError
+            log.error("Cannot use the TLS files for MQTT broker %s: %s. Check broker.tls "
+                      "(ca_file, certfile, keyfile) in runner.yaml; running in SIMULATION "
+                      "mode.", self.address, err)
+            return _Attempt.REFUSED, str(err)
+        link = _Link(paho)
+        paho.user_data_set(link)
+        try:
+            paho.connect(self.host, self.port, self._keepalive)
         except ssl.SSLCertVerificationError as err:
             log.error("TLS with MQTT broker %s failed: %s. Check broker.tls.ca_file (the CA "
                       "that signed the broker's certificate) and that broker.host is the "
