@@ -195,9 +195,13 @@ class MQTTClient:
         try:
             paho = self._new_paho()
         except (OSError, ValueError) as err:  # ssl.SSLError is an OSError
-            log.error("Cannot use the TLS files for MQTT broker %s: %s. Check broker.tls "
-                      "(ca_file, certfile, keyfile) in runner.yaml; running in SIMULATION "
-                      "mode.", self.address, err)
+            files = ", ".join(f"{name} {path}" for name, path in (
+                ("ca_file", self._tls and self._tls.ca_file),
+                ("certfile", self._tls and self._tls.certfile),
+                ("keyfile", self._tls and self._tls.keyfile)) if path)
+            log.error("Cannot use the TLS files for MQTT broker %s (%s): %s. Check broker.tls "
+                      "in runner.yaml; running in SIMULATION mode.", self.address, files,
+                      getattr(err, "strerror", None) or err)
             return _Attempt.REFUSED, str(err)
         link = _Link(paho)
         paho.user_data_set(link)
