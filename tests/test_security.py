@@ -573,3 +573,37 @@ def test_an_endless_login_body_is_refused_without_being_read(
         assert http(f"http://127.0.0.1:{dash}/api/session")[0] == 200
     finally:
         serve.finish()
+
+
+def test_a_topic_with_control_characters_cannot_forge_log_lines_through_amqtt(
+        tmp_path: Path) -> None:
+    # mosquitto disconnects a client that sends such a topic; amqtt (the demo's broker)
+    # passes it on, so the runner itself must not print it raw.
+    from runner.embedded_broker import EmbeddedBroker  # noqa: PLC0415 - amqtt only here
+
+    broker = EmbeddedBroker().start()
+    (tmp_path / "scenes").mkdir()
+    (tmp_path / "scenes" / "intro.yaml").write_text(INTRO)
+    config = tmp_path / "runner.yaml"
+    config.write_text(
+        f"room: room1\nbroker: {{host: 127.0.0.1, port: {broker.port}}}\n"
+        "scenes_dir: scenes\ndashboard: {enabled: false}\n")
+    serve = Log(spawn_runner("serve", "--config", str(config), cwd=tmp_path))
+    forged = "06:00:00.000 ERROR   shows: FORGED"
+    try:
+        serve.wait_for("ready")
+        pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="forger")
+        pub.connect(broker.host, broker.port)
+        pub.loop_start()
+        for topic in (f"devices/esp\n{forged}\x1b[31m/status", f"room1\n{forged}/status"):
+            pub.publish(topic, "online", qos=1).wait_for_publish(5)
+        pub.publish("devices/esp32_ok/status", "online", qos=1).wait_for_publish(5)
+        serve.wait_for("esp32_ok")  # in order: the forged ones were handled before it
+        pub.disconnect()
+        pub.loop_stop()
+    finally:
+        log = serve.finish()
+        broker.stop()
+    assert not any(line.startswith(forged) for line in log.splitlines()), log
+    assert "\x1b" not in log
+    assert "control characters" in log and "FORGED" in log  # logged, quoted

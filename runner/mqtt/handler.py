@@ -18,6 +18,9 @@ ROOM_FEEDBACK_TOPICS = ("+/status",)
 Route = Callable[[str, str], None]
 # Tabs and line ends are text; other control characters mean a binary payload.
 _BINARY = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# A topic with control characters would print as forged log lines and terminal escapes.
+# mosquitto disconnects a client that sends one; other brokers (amqtt) pass it on.
+_CONTROL_IN_TOPIC = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 class TopicFilter:
@@ -103,6 +106,9 @@ class MessageHandler:
             log.exception("message on %s could not be handled and was dropped", topic)
 
     def _handle(self, topic: str, payload: bytes, retain: bool) -> None:
+        if _CONTROL_IN_TOPIC.search(topic):
+            log.warning("dropped message on a topic with control characters: %r", topic[:120])
+            return
         if len(payload) > self._max_payload:
             log.warning("dropped oversized message on %s: %d bytes, the limit is %d",
                         topic, len(payload), self._max_payload)
