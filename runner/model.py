@@ -6,11 +6,11 @@ Instances are built only from documents that passed schema and semantic validati
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
 
 MEDIA_SUFFIXES = ("/audio", "/video")
 

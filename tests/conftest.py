@@ -137,7 +137,7 @@ def run_runner(*args: str, cwd: Path | None = None, timeout: float = 60,
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "runner", *args],
-        cwd=cwd or REPO, capture_output=True, text=True, timeout=timeout, env=full_env,
+        cwd=cwd or REPO, capture_output=True, text=True, timeout=timeout, env=full_env, check=False,
         input=input,
     )
 
