@@ -102,7 +102,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, args.quiet)
     module = importlib.import_module(f"runner.commands.{args.command}")
+    # Errors a person can fix are printed as sentences, never as a traceback.
+    from runner.errors import RunnerError, ValidationFailed  # noqa: PLC0415
+
     try:
         return int(module.run(args))
+    except ValidationFailed as e:
+        from runner.commands._common import print_diagnostics  # noqa: PLC0415
+
+        print_diagnostics(e.diagnostics, stream=sys.stderr)
+        return EXIT_ERROR
+    except RunnerError as e:
+        print(f"runner {args.command}: {e}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

@@ -11,22 +11,14 @@ from datetime import datetime
 from typing import Any
 
 from runner.cli import EXIT_ERROR, EXIT_OK
-from runner.commands._common import config_from_args, print_diagnostics
-from runner.errors import RunnerError, ValidationFailed
+from runner.commands._common import config_from_args
 from runner.model import Config
 
 HEADER = ("DEVICE", "STATUS", "LAST SEEN", "TOPICS")
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = config_from_args(args)
-    except ValidationFailed as e:
-        print_diagnostics(e.diagnostics, stream=sys.stderr)
-        return EXIT_ERROR
-    except RunnerError as e:
-        print(f"runner devices: {e}", file=sys.stderr)
-        return EXIT_ERROR
+    config = config_from_args(args)
     from runner.mqtt.client import MQTTClient  # noqa: PLC0415 - paho only for this command
     from runner.mqtt.feedback import FeedbackTracker  # noqa: PLC0415
     from runner.mqtt.handler import MessageHandler  # noqa: PLC0415

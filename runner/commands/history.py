@@ -9,22 +9,14 @@ from datetime import datetime
 from typing import Any
 
 from runner.cli import EXIT_ERROR, EXIT_OK
-from runner.commands._common import config_from_args, print_diagnostics
-from runner.errors import RunnerError, ValidationFailed
+from runner.commands._common import config_from_args
 from runner.history import default_path, open_for_reading, read_last_runs
 
 HEADER = ("START", "SCENE", "TRIGGER", "OUTCOME", "TOOK", "FAILURES")
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = config_from_args(args)
-    except ValidationFailed as e:
-        print_diagnostics(e.diagnostics, stream=sys.stderr)
-        return EXIT_ERROR
-    except RunnerError as e:
-        print(f"runner history: {e}", file=sys.stderr)
-        return EXIT_ERROR
+    config = config_from_args(args)
     path = default_path(config)
     conn = open_for_reading(path)
     if conn is None:

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import TextIO
 
 from runner.checks import format_offset
-from runner.cli import EXIT_ERROR, EXIT_OK
-from runner.commands._common import config_from_args, print_diagnostics
-from runner.errors import RunnerError, ValidationFailed
+from runner.cli import EXIT_OK
+from runner.commands._common import config_from_args
 from runner.model import Action, Scene
 from runner.scenefile import load_scene, resolve_scene_ref
 
@@ -19,18 +18,11 @@ NO_FEEDBACK = "—"  # media plays locally: no device answers
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = config_from_args(args)
-        path = resolve_scene_ref(args.scene, config.scenes_dir)
-        # Without a runner.yaml, media files are checked only if ./media exists.
-        media_dir = config.media_dir if config.source or config.media_dir.is_dir() else None
-        scene = load_scene(path, default_room=config.room, media_dir=media_dir)
-    except ValidationFailed as e:
-        print_diagnostics(e.diagnostics, stream=sys.stderr)
-        return EXIT_ERROR
-    except RunnerError as e:
-        print(f"runner plan: {e}", file=sys.stderr)
-        return EXIT_ERROR
+    config = config_from_args(args)
+    path = resolve_scene_ref(args.scene, config.scenes_dir)
+    # Without a runner.yaml, media files are checked only if ./media exists.
+    media_dir = config.media_dir if config.source or config.media_dir.is_dir() else None
+    scene = load_scene(path, default_room=config.room, media_dir=media_dir)
     write_plan(scene, sys.stdout, feedback_timeout=scene.feedback_timeout
                or config.feedback_timeout)
     return EXIT_OK

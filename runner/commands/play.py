@@ -12,8 +12,8 @@ from types import FrameType
 from typing import TextIO
 
 from runner.cli import EXIT_ERROR, EXIT_FEEDBACK_FAILED, EXIT_INTERRUPTED, EXIT_OK
-from runner.commands._common import config_from_args, print_diagnostics
-from runner.errors import RunnerError, ValidationFailed
+from runner.commands._common import config_from_args
+from runner.errors import RunnerError
 from runner.media import MediaBackend, SimulatedMedia, open_backend
 from runner.model import Config, Scene
 from runner.mqtt.client import MQTTClient
@@ -83,14 +83,7 @@ def _load(args: argparse.Namespace) -> tuple[Config, Scene]:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config, scene = _load(args)
-    except ValidationFailed as e:
-        print_diagnostics(e.diagnostics, stream=sys.stderr)
-        return EXIT_ERROR
-    except RunnerError as e:
-        print(f"runner play: {e}", file=sys.stderr)
-        return EXIT_ERROR
+    config, scene = _load(args)
 
     media: MediaBackend = (SimulatedMedia(config.media_dir) if args.simulate
                            else open_backend(config.media_dir))

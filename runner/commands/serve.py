@@ -25,14 +25,7 @@ SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = config_from_args(args)
-    except ValidationFailed as e:
-        print_diagnostics(e.diagnostics, stream=sys.stderr)
-        return EXIT_ERROR
-    except RunnerError as e:
-        print(f"runner serve: {e}", file=sys.stderr)
-        return EXIT_ERROR
+    config = config_from_args(args)
     # Blocked before any thread exists, so every thread inherits the mask and the
     # signals wait for sigwait() below: no handler ever runs in the middle of a lock.
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)

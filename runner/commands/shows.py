@@ -6,21 +6,17 @@ import argparse
 import sys
 
 from runner.cli import EXIT_ERROR, EXIT_OK
-from runner.commands._common import config_from_args, print_diagnostics
-from runner.errors import RunnerError, ValidationFailed
+from runner.commands._common import config_from_args
 from runner.shows import WEEKDAY_NAMES, ShowError, describe, next_starts
 
 HEADER = ("SCENE", "NEXT START", "WEEKDAY", "SCHEDULE")
 
 
 def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
     try:
-        config = config_from_args(args)
         starts = next_starts(config)
-    except ValidationFailed as e:
-        print_diagnostics(e.diagnostics, stream=sys.stderr)
-        return EXIT_ERROR
-    except (RunnerError, ShowError) as e:
+    except ShowError as e:
         print(f"runner shows: {e}", file=sys.stderr)
         return EXIT_ERROR
     where = config.source or "the default config"
