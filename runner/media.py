@@ -9,6 +9,7 @@ once, which keeps the player's cue jobs from ever blocking on media.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from abc import ABC, abstractmethod
@@ -27,6 +28,27 @@ STOP_MESSAGE = "stop"
 PARSE_TIMEOUT = 2.0  # seconds prepare() waits for libvlc to open one file
 DUMMY_ARGS = ("--aout=dummy", "--vout=dummy", "--no-video-title-show", "--quiet")
 PRODUCTION_ARGS = ("--fullscreen", "--no-video-title-show", "--quiet")
+
+
+SOUND_CARDS = Path("/proc/asound/cards")
+
+
+def _missing_outputs() -> tuple[str, ...]:
+    """Dummy outputs for what this machine lacks, so libvlc does not flood the log.
+
+    Without a sound card libvlc's ALSA output prints a dozen lines per cue; without any
+    display it probes every video output in turn. Cues still run, silently or unseen.
+    """
+    extra: list[str] = []
+    cards = SOUND_CARDS.read_text(errors="replace") if SOUND_CARDS.exists() else ""
+    if not cards.strip() or "no soundcards" in cards:
+        log.warning("no sound card found: audio cues run silently (--aout=dummy)")
+        extra.append("--aout=dummy")
+    has_display = any(os.environ.get(v) for v in ("DISPLAY", "WAYLAND_DISPLAY"))
+    if not has_display and not Path("/dev/fb0").exists() and not Path("/dev/dri").exists():
+        log.warning("no display found: video cues run unseen (--vout=dummy)")
+        extra.append("--vout=dummy")
+    return tuple(extra)
 
 
 def resolve_media(media_dir: Path, name: str) -> Path:
@@ -136,7 +158,7 @@ class VLCMedia(MediaBackend):
     def __init__(self, media_dir: Path, vlc_module: Any, *, dummy: bool = False) -> None:
         super().__init__(media_dir)
         self._vlc = vlc_module
-        args = DUMMY_ARGS if dummy else PRODUCTION_ARGS
+        args = DUMMY_ARGS if dummy else PRODUCTION_ARGS + _missing_outputs()
         self._dummy = dummy
         self._instance = vlc_module.Instance(list(args))
         if self._instance is None:

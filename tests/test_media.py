@@ -131,3 +131,16 @@ def test_preparing_a_stop_cue_is_not_a_missing_file(
     with caplog.at_level(logging.ERROR, logger="media"):
         SimulatedMedia(media_dir).prepare("room1/audio", "stop")
     assert caplog.records == []
+
+
+def test_a_machine_without_a_sound_card_gets_the_dummy_audio_output(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import runner.media as media_module  # noqa: PLC0415 - the module, to point it elsewhere
+
+    cards = tmp_path / "cards"
+    monkeypatch.setattr(media_module, "SOUND_CARDS", cards)
+    assert "--aout=dummy" in media_module._missing_outputs()  # no /proc/asound at all
+    cards.write_text("--- no soundcards ---\n")
+    assert "--aout=dummy" in media_module._missing_outputs()
+    cards.write_text(" 0 [vc4hdmi0       ]: vc4-hdmi - vc4-hdmi-0\n")
+    assert "--aout=dummy" not in media_module._missing_outputs()
