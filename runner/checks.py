@@ -18,6 +18,9 @@ from runner.yamlload import Document, JsonPath
 
 MAX_TOPIC_BYTES = 65535  # MQTT's UTF-8 string limit
 MEDIA_STOP = "stop"
+# Past a day, offsets are mistakes (and beyond ~1e10 s no clock can schedule them);
+# daily repeats are shows in runner.yaml, long loops are `loop:` with a short duration.
+MAX_OFFSET = 24 * 3600
 
 _SECONDS = re.compile(r"^\d+(?:\.\d+)?$")
 _CLOCK = re.compile(r"^(?:(\d+):)?(\d+):(\d\d)(\.\d+)?$")
@@ -33,18 +36,20 @@ def parse_offset(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise OffsetError(f"{value!r} is not a time; {_TIME_FORMS}")
     if isinstance(value, (int, float)):
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             raise OffsetError(f"{value} is not a time; {_TIME_FORMS}")
         if value < 0:
             raise OffsetError(f"{value} is negative; times count from the scene start, "
                               "so 0 is the earliest")
+        if value > MAX_OFFSET:  # compared before float(): a huge int would overflow it
+            _within_a_day(math.inf, value)
         return float(value)
     text = value.strip()
     if text.startswith("-"):
         raise OffsetError(f"{value!r} is negative; times count from the scene start, "
                           "so 0 is the earliest")
     if _SECONDS.match(text):
-        return float(text)
+        return _within_a_day(float(text), value)
     m = _CLOCK.match(text)
     if not m:
         raise OffsetError(f"{value!r} is not a time; {_TIME_FORMS}")
@@ -55,7 +60,16 @@ def parse_offset(value: Any) -> float:
     if hours is not None and int(minutes) > 59:
         raise OffsetError(f"{value!r} is not a time: in h:mm:ss the minutes go up to 59")
     total = int(minutes) * 60 + int(seconds) + float(fraction or 0)
-    return total + int(hours or 0) * 3600
+    return _within_a_day(total + int(hours or 0) * 3600, value)
+
+
+def _within_a_day(seconds: float, written: Any) -> float:
+    """`seconds`, or OffsetError naming the time as `written` when it is past a day."""
+    if seconds > MAX_OFFSET:
+        raise OffsetError(f"{written!r} is more than a day ({format_offset(MAX_OFFSET)}); "
+                          "a scene's times stay within 24 hours: for daily starts use "
+                          "shows in runner.yaml, for a repeating scene loop: true")
+    return seconds
 
 
 def _suggest_clock(hours: str | None, minutes: str, seconds: str, fraction: str | None) -> str:
