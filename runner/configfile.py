@@ -30,6 +30,7 @@ from runner.yamlload import Document, TagError, TagHandler, load_file
 
 SECRETS_FILE = "secrets.yaml"
 LOOPBACK_BINDS = ("127.0.0.1", "::1", "localhost")
+TLS_FILES = ("ca_file", "certfile", "keyfile")  # an unknown key is the schema's to report
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -227,7 +228,8 @@ def _check_tls_files(doc: Document, base: Path) -> list[Diagnostic]:
         doc.diagnostic(("broker", "tls", key),
                        f"{key} {value!r} does not exist (paths are relative to runner.yaml)")
         for key, value in tls.items()
-        if isinstance(value, str) and value and not (base / value).is_file()
+        if key in TLS_FILES and isinstance(value, str) and value
+        and not (base / value).is_file()
     ]
 
 

@@ -166,6 +166,20 @@ def test_unknown_keys_timezone_and_tls_files(tmp_path: Path) -> None:
     assert "$.broker.tls.ca_file: ca_file 'ca.crt' does not exist" in text
 
 
+def test_a_misspelt_tls_key_is_reported_once(tmp_path: Path) -> None:
+    path = room(tmp_path, "room: r\nbroker: {tls: {ca_fil: ca.crt}}\n")
+    assert [m.split(": ", 2)[2] for m in messages(path)] == [
+        "$.broker.tls.ca_fil: unknown key 'ca_fil' (did you mean 'ca_file'?)"]
+
+
+@pytest.mark.parametrize("setting", ["feedback: {timeout: 1e300}",
+                                     "broker: {retry_delay: 1e300}"])
+def test_endless_waits_are_refused(tmp_path: Path, setting: str) -> None:
+    # Threads cannot wait 1e300 s (OverflowError): play crashed with a traceback.
+    text = "\n".join(messages(room(tmp_path, f"room: r\n{setting}\n")))
+    assert ":2:" in text and "must be at most 3600, not 1e+300" in text
+
+
 def test_tls_paths_are_absolute(tmp_path: Path) -> None:
     (tmp_path / "ca.crt").write_text("x", encoding="utf-8")
     config = load_config(room(tmp_path, "room: r\nbroker: {tls: {ca_file: ca.crt}}\n"))
