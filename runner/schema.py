@@ -64,10 +64,10 @@ def inline_refs(node: Any, current: str, schemas: dict[str, Any]) -> Any:
 
 def check(doc: Document, name: str) -> list[Diagnostic]:
     """Every schema problem of `doc`, each at the line of the value (or key) concerned."""
-    out: list[Diagnostic] = []
+    out: dict[Diagnostic, None] = {}  # jsonschema reports `required` once per missing key
     for error in validator(name).iter_errors(doc.value):
-        out.extend(_translate(error, doc))
-    return out
+        out.update(dict.fromkeys(_translate(error, doc)))
+    return list(out)
 
 
 _TYPE_WORDS = {

@@ -127,6 +127,13 @@ def test_missing_required_field_points_at_the_action(tmp_path: Path) -> None:
     assert "bad.yaml:9:5: error: $.actions[2]:" in out
 
 
+def test_an_empty_action_names_each_missing_key_once(tmp_path: Path) -> None:
+    out = assert_rejected(tmp_path, GOOD + "  - {}\n", 9)
+    assert [line.rsplit(": ", 1)[1] for line in out.splitlines() if ":9:" in line] == [
+        "missing required key 'at'", "missing required key 'topic'",
+        "missing required key 'message'"]
+
+
 def test_topic_with_a_wildcard(tmp_path: Path) -> None:
     assert_rejected(tmp_path, GOOD.replace("room1/motor", "room1/+/motor"), 7, "wildcard")
     assert_rejected(tmp_path, GOOD.replace("room1/light", "room1/#"), 4, "wildcard",
