@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, SCENES, run_runner
+from tests.conftest import REPO, SCENES, run_runner, spawn_runner
 
 GOOD = """\
 name: Test scene
@@ -298,3 +298,15 @@ def test_a_room_folder_with_its_config_beside_the_scenes(tmp_path: Path) -> None
     config = validate("runner.yaml", cwd=tmp_path)  # the config and its scenes
     assert config.returncode == 0, config.stdout
     assert "2 files checked: all valid" in config.stdout
+
+
+def test_output_piped_into_head_ends_without_a_traceback(tmp_path: Path) -> None:
+    # More errors than a pipe holds, so runner is still writing when the reader leaves.
+    write(tmp_path, "many.yaml", "actions:\n" + "  - {at: soon, topic: a/b, message: X}\n" * 3000)
+    proc = spawn_runner("validate", "many.yaml", cwd=tmp_path)
+    assert proc.stdout is not None
+    proc.stdout.readline()
+    proc.stdout.close()  # what `| head -1` does after its line
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
