@@ -13,11 +13,11 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from runner.errors import Diagnostic, Severity
+from runner.media import is_stop
 from runner.model import Route
 from runner.yamlload import Document, JsonPath
 
 MAX_TOPIC_BYTES = 65535  # MQTT's UTF-8 string limit
-MEDIA_STOP = "stop"
 # Past a day, offsets are mistakes (and beyond ~1e10 s no clock can schedule them);
 # daily repeats are shows in runner.yaml, long loops are `loop:` with a short duration.
 MAX_OFFSET = 24 * 3600
@@ -122,7 +122,7 @@ def filter_problem(topic_filter: str) -> str | None:
 
 def media_problem(name: str, media_dir: Path | None) -> str | None:
     """Why media file `name` cannot be played from `media_dir` (existence only with a dir)."""
-    if name == MEDIA_STOP:
+    if is_stop(name):  # the player's own rule: `stop`, `STOP`, ` stop `
         return None
     if name.strip() == "":
         return "the media file name is empty (or write `stop` to stop the player)"

@@ -16,6 +16,7 @@ from jsonschema import Draft202012Validator
 from runner import schema
 from runner.checks import format_offset, parse_offset
 from runner.errors import ValidationFailed
+from runner.media import is_stop
 from runner.model import FeedbackPolicy, Mode, Route
 from runner.scenefile import load_scene, load_scenes, resolve_scene_ref
 from tests.conftest import REPO, SCENES
@@ -161,6 +162,15 @@ def test_media_must_exist_when_media_dir_is_given(tmp_path: Path) -> None:
     load_scene(bad)  # without a media folder only the path's shape is checked
     with pytest.raises(ValidationFailed, match=r"'no\.mp3' is not in"):
         load_scene(bad, media_dir=tmp_path / "media")
+
+
+@pytest.mark.parametrize("word", ["stop", "STOP", "Stop"])
+def test_media_stop_in_any_case_is_not_a_missing_file(tmp_path: Path, word: str) -> None:
+    # The player stops on any case of `stop`; validate said "media file 'STOP' is not in".
+    (tmp_path / "media").mkdir()
+    path = write(tmp_path, f"actions:\n  - {{at: 0, topic: r/video, message: {word}}}\n")
+    [action] = load_scene(path, media_dir=tmp_path / "media").actions
+    assert is_stop(action.message)
 
 
 def test_media_symlink_out_of_media_dir_is_refused(tmp_path: Path) -> None:
