@@ -52,12 +52,13 @@ def check_config(path: Path) -> tuple[Config | None, list[Diagnostic]]:
     """The config (None when it has errors) and every diagnostic, warnings included."""
     secrets: list[str] = []
     try:
-        doc = load_file(path, tags=_tag_handlers(path, secrets))
+        doc = load_file(path, tags=_tag_handlers(path, secrets), partial=True)
     except ValidationFailed as e:
         return None, e.diagnostics
     diagnostics = schema.check(doc, schema.CONFIG)
     if isinstance(doc.value, dict):
         diagnostics += _semantic_checks(doc, path.parent)
+    diagnostics = doc.with_problems(diagnostics)
     diagnostics = [_redact(d, secrets) for d in diagnostics]
     diagnostics.sort(key=lambda d: (d.line, d.col))
     if any(d.severity is Severity.ERROR for d in diagnostics):

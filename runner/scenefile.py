@@ -18,7 +18,7 @@ def check_scene(path: Path, *, default_room: str = "room1", media_dir: Path | No
                 ) -> tuple[Scene | None, list[Diagnostic]]:
     """The scene (None when it has errors) and every diagnostic, warnings included."""
     try:
-        doc = load_file(path)
+        doc = load_file(path, partial=True)
     except ValidationFailed as e:
         return None, e.diagnostics
     return check_document(doc, path, default_room=default_room, media_dir=media_dir)
@@ -32,6 +32,7 @@ def check_document(doc: Document, path: Path, *, default_room: str = "room1",
         diagnostics += checks.check_timeline(doc)
         diagnostics += checks.check_actions(doc, "actions", media_dir)
         diagnostics += checks.check_actions(doc, "on_stop", media_dir)
+    diagnostics = doc.with_problems(diagnostics)
     diagnostics.sort(key=lambda d: (d.line, d.col))
     if any(d.severity is Severity.ERROR for d in diagnostics):
         return None, diagnostics

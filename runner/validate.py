@@ -103,7 +103,7 @@ def _expand(target: Path, report: Report) -> list[Path]:
 
 def _check_scene_file(path: Path, config: Config | None) -> list[Diagnostic]:
     try:
-        doc = load_file(path)
+        doc = load_file(path, partial=True)
     except ValidationFailed as e:
         return e.diagnostics
     _, found = check_document(

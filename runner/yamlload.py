@@ -122,6 +122,8 @@ class Document:
     key_positions: dict[JsonPath, Position] = field(default_factory=dict)
     texts: dict[JsonPath, str] = field(default_factory=dict)  # source text of scalars
     secret_paths: set[JsonPath] = field(default_factory=set)
+    # The loader's own errors (refused tags, duplicate keys), kept when loaded `partial`.
+    problems: list[Diagnostic] = field(default_factory=list)
 
     def position(self, path: JsonPath, *, key: bool = False) -> Position:
         """Where `path` starts (its key when `key`); the nearest known ancestor otherwise."""
@@ -144,6 +146,12 @@ class Document:
 
     def is_secret(self, path: JsonPath) -> bool:
         return any(path[: len(s)] == s for s in self.secret_paths)
+
+    def with_problems(self, found: list[Diagnostic]) -> list[Diagnostic]:
+        """The loader's problems plus the checks' `found`, less those about a value the
+        loader refused (a refused `!tag` is None to the checks: "not nothing" says nothing)."""
+        refused = {d.json_path for d in self.problems}
+        return [*self.problems, *(d for d in found if d.json_path not in refused)]
 
     def diagnostic(self, path: JsonPath, message: str, *, key: bool = False,
                    severity: Severity = Severity.ERROR) -> Diagnostic:
@@ -168,8 +176,12 @@ def json_path(path: JsonPath) -> str:
 
 
 def load_file(path: Path, *, tags: Mapping[str, TagHandler] | None = None,
-              display: str | None = None) -> Document:
-    """Read and load one YAML file; raises ValidationFailed with every problem found."""
+              display: str | None = None, partial: bool = False) -> Document:
+    """Read and load one YAML file; raises ValidationFailed with every problem found.
+
+    `partial`: a document that parses is returned even with refused tags or duplicate
+    keys, those in `problems`, so its other values can be checked in the same run.
+    """
     name = display if display is not None else str(path)
     try:
         size = path.stat().st_size
@@ -187,11 +199,11 @@ def load_file(path: Path, *, tags: Mapping[str, TagHandler] | None = None,
     except OSError as e:
         raise ValidationFailed([Diagnostic(
             name, 0, 0, f"cannot read the file: {e.strerror}")]) from None
-    return load_bytes(data, name, tags=tags)
+    return load_bytes(data, name, tags=tags, partial=partial)
 
 
 def load_bytes(data: bytes, file: str, *, tags: Mapping[str, TagHandler] | None = None,
-               ) -> Document:
+               partial: bool = False) -> Document:
     """Decode UTF-8 (a BOM is allowed) and load; non-UTF-8 bytes are an error at their line."""
     try:
         text = data.decode("utf-8-sig")
@@ -202,14 +214,15 @@ def load_bytes(data: bytes, file: str, *, tags: Mapping[str, TagHandler] | None 
             file, line, col,
             f"the file is not UTF-8 text (byte 0x{data[e.start]:02x} here); "
             "save it as UTF-8 in your editor")]) from None
-    return load_text(text, file, tags=tags)
+    return load_text(text, file, tags=tags, partial=partial)
 
 
 def load_text(text: str, file: str, *, tags: Mapping[str, TagHandler] | None = None,
-              pure: bool = False) -> Document:
+              pure: bool = False, partial: bool = False) -> Document:
     """Load YAML text with the core schema; raises ValidationFailed listing every problem.
 
-    `pure` uses PyYAML's Python parser even where libyaml is available (tests, benchmark).
+    `pure` uses PyYAML's Python parser even where libyaml is available (tests, benchmark);
+    `partial` as in `load_file`.
     """
     node = _compose(text, file, _PyComposer if pure else _Composer)
     if node is None or (isinstance(node, ScalarNode) and node.tag == _NULL and not node.value):
@@ -219,9 +232,10 @@ def load_text(text: str, file: str, *, tags: Mapping[str, TagHandler] | None = N
         _check_size(node, file)
     builder = _Builder(file, dict(tags or {}))
     value = builder.build(node, (), 0)
-    if builder.errors:
+    if builder.errors and not partial:
         raise ValidationFailed(builder.errors)
     builder.doc.value = value
+    builder.doc.problems = builder.errors
     return builder.doc
 
 

@@ -80,6 +80,13 @@ def test_missing_secret_is_an_error_at_its_line(tmp_path: Path) -> None:
     assert "did you mean 'mqtt_password'?" in msg
 
 
+def test_a_missing_secret_does_not_hide_other_errors(tmp_path: Path) -> None:
+    path = room(tmp_path, "room: r\nbroker:\n  password: !secret nope\n  port: 0\n",
+                secrets="mqtt_password: x\n")
+    assert [m.split(": ", 3)[2] for m in messages(path)] == [
+        "$.broker.password", "$.broker.port"]
+
+
 def test_missing_secrets_file(tmp_path: Path) -> None:
     [msg] = messages(room(tmp_path, "room: r\nbroker: {password: !secret pw}\n"))
     assert ":2:20: error:" in msg and "secrets.yaml does not exist" in msg

@@ -210,6 +210,16 @@ def test_enum_suggestion_and_every_error_at_once(tmp_path: Path) -> None:
     assert "3 errors" in out
 
 
+def test_loader_and_schema_errors_are_reported_together(tmp_path: Path) -> None:
+    # A refused tag or a duplicate key used to hide every schema error until fixed.
+    text = ("mode: sngle\nname: !!python/name:os.system\nactions:\n"
+            "  - {at: 0, at: 1, topic: a/b, message: X, qos: 5}\n")
+    out = assert_rejected(tmp_path, text, 1, "did you mean 'single'?")
+    assert "bad.yaml:2:7: error: $.name: tag !!python/name:os.system is not allowed" in out
+    assert "duplicate key 'at'" in out and "$.actions[0].qos: 5 is not one of" in out
+    assert "4 errors" in out  # the refused name is not also "expected text, not nothing"
+
+
 def test_message_as_a_list_is_a_type_error(tmp_path: Path) -> None:
     assert_rejected(tmp_path, GOOD.replace("message: ON", "message: [ON]"), 5,
                     "a message is text")
