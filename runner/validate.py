@@ -111,8 +111,15 @@ def _check_scene_file(path: Path, config: Config | None) -> list[Diagnostic]:
         default_room=config.room if config else "room1",
         media_dir=config.media_dir if config else None,
     )
-    if config is not None and config.devices and isinstance(doc.value, dict):
-        found += checks.check_devices(doc, config.devices)
+    if config is not None and isinstance(doc.value, dict):
+        if config.devices:
+            found += checks.check_devices(doc, config.devices)
+        room = doc.value.get("room")
+        if isinstance(room, str) and room and room != config.room:
+            found.append(doc.diagnostic(
+                ("room",), f"this scene is for room {room!r}, but the config is for room "
+                f"{config.room!r}; fix the room, or move the scene to that room's scenes "
+                "folder", severity=Severity.WARNING))
     return sorted(found, key=lambda d: (d.line, d.col))
 
 

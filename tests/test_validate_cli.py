@@ -276,6 +276,15 @@ def test_config_alone_checks_its_scenes_and_media(tmp_path: Path) -> None:
     assert "intro.yaml:11:14: error: $.actions[2].message: media file 'missing.mp3'" in out
 
 
+def test_a_scene_for_another_room_is_a_warning(tmp_path: Path) -> None:
+    write(tmp_path, "scenes/intro.yaml", "room: room2\n" + GOOD)
+    write(tmp_path, "runner.yaml", "room: room1\n")
+    out = validate("--config", "runner.yaml", cwd=tmp_path).stdout
+    assert "intro.yaml:1:7: warning: $.room: this scene is for room 'room2', but the " \
+        "config is for room 'room1'" in out
+    assert validate("--config", "runner.yaml", "--strict", cwd=tmp_path).returncode == 1
+
+
 def test_runner_yaml_in_the_folder_is_used_by_default(tmp_path: Path) -> None:
     write(tmp_path, "scenes/a.yaml", GOOD)
     write(tmp_path, "runner.yaml", "room: room1\nshows:\n  - {scene: b, time: '10:00'}\n")
