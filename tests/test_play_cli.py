@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 from tests.brokers import Mosquitto
+from tests.mqtt_support import Device
 from tests.conftest import Recorder, run_runner, spawn_runner, wait_until
 
 
@@ -65,6 +66,24 @@ def test_unconfirmed_feedback_exits_3(tmp_path: Path, mosquitto: Mosquitto,
     assert result.returncode == 3, result.stderr
     assert "TIMEOUT" in result.stdout
     assert "Feedback TIMEOUT: room1/steam" in result.stderr
+
+
+def test_feedback_on_its_own_topic_is_heard(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    # `feedback_topic: room1/door/ack` is outside `+/status`: it was never subscribed,
+    # so every answer there timed out.
+    config = room(tmp_path, mosquitto, """\
+        name: Door
+        actions:
+          - {at: 0, topic: room1/door, message: UNLOCK, feedback_topic: room1/door/ack}
+        """)
+    device = Device(mosquitto)
+    try:
+        device.answer("room1/door", "OK", reply_topic="room1/door/ack")
+        result = run_runner("play", "show", "--config", str(config))
+    finally:
+        device.close()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Feedback OK: room1/door" in result.stderr
 
 
 def test_simulate_publishes_nothing(tmp_path: Path, mosquitto: Mosquitto,

@@ -18,7 +18,7 @@ from runner.media import MediaBackend, SimulatedMedia, open_backend
 from runner.model import Config, Scene
 from runner.mqtt.client import MQTTClient
 from runner.mqtt.feedback import FeedbackTracker
-from runner.mqtt.handler import MessageHandler
+from runner.mqtt.handler import MessageHandler, feedback_filters
 from runner.mqtt.registry import DeviceRegistry
 from runner.player import Player
 from runner.records import ActionRecord, Delivery, Outcome, SceneRun
@@ -91,7 +91,9 @@ def run(args: argparse.Namespace) -> int:
     client: MQTTClient | None = None
     if not args.simulate:
         client = MQTTClient.from_config(config)
-        handler = MessageHandler(DeviceRegistry(), tracker, status_topics=config.status_topics)
+        overrides = (a.feedback_topic for a in scene.actions if a.feedback_topic)
+        handler = MessageHandler(DeviceRegistry(), tracker, status_topics=config.status_topics,
+                                 feedback_topics=feedback_filters(overrides))
         client.set_handlers(on_message=handler.handle_message)
         for topic_filter in handler.topic_filters():
             client.subscribe(topic_filter)

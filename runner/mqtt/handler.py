@@ -6,7 +6,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from runner.mqtt.feedback import FeedbackTracker, parse_feedback
 from runner.mqtt.registry import OFFLINE, ONLINE, DeviceRegistry
@@ -63,6 +63,17 @@ class TopicFilter:
                 picked.extend(levels[i:])
                 break
         return "/".join(picked) or "/".join(levels)
+
+
+def feedback_filters(overrides: Iterable[str]) -> tuple[str, ...]:
+    """`+/status` and every `feedback_topic` override it does not already cover.
+
+    Without its own subscription an answer on `room1/door/ack` never reaches the tracker.
+    """
+    room = [TopicFilter(f) for f in ROOM_FEEDBACK_TOPICS]
+    extra = [t for t in dict.fromkeys(overrides)
+             if not any(f.match(t.split("/")) for f in room)]
+    return (*ROOM_FEEDBACK_TOPICS, *extra)
 
 
 def device_id_from(topic_filter: str, topic: str) -> str:
