@@ -8,8 +8,8 @@ import textwrap
 from pathlib import Path
 
 from tests.brokers import Mosquitto
-from tests.mqtt_support import Device
 from tests.conftest import Recorder, run_runner, spawn_runner, wait_until
+from tests.mqtt_support import Device
 
 
 def room(tmp_path: Path, broker: Mosquitto, scene_yaml: str, name: str = "show") -> Path:
