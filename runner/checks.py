@@ -211,6 +211,9 @@ def check_timeline(doc: Document) -> list[Diagnostic]:
                 f"the other is on line {line}): both are sent at once and the last "
                 "one wins; move one of them or remove it", severity=Severity.WARNING))
     duration = doc.value.get("duration") if isinstance(doc.value, dict) else None
+    loop = doc.value.get("loop") if isinstance(doc.value, dict) else None
+    if loop is True or (isinstance(loop, int) and not isinstance(loop, bool) and loop > 1):
+        out += _check_round(doc, duration, offsets)
     if _is_time_like(duration):
         try:
             end = parse_offset(duration)
@@ -225,6 +228,23 @@ def check_timeline(doc: Document) -> list[Diagnostic]:
                 for path, at, _ in offsets if at > end
             )
     return out
+
+
+def _check_round(doc: Document, duration: Any,
+                 offsets: list[tuple[JsonPath, float, Any]]) -> list[Diagnostic]:
+    """A loop whose round lasts 0 s cannot repeat: the player plays it once."""
+    try:
+        length = (parse_offset(duration) if duration is not None
+                  else max((at for _, at, _ in offsets), default=None))
+    except OffsetError:
+        return []  # reported with the duration
+    if length != 0:
+        return []
+    return [doc.diagnostic(
+        ("duration",) if duration is not None else ("loop",),
+        "this scene loops, but one round lasts 0 s (its duration, or without one its last "
+        "action's offset), so it plays once; set duration: to the length of one round",
+        severity=Severity.WARNING)]
 
 
 def check_devices(doc: Document, devices: Mapping[str, tuple[str, ...]]) -> list[Diagnostic]:

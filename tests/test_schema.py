@@ -15,10 +15,10 @@ from jsonschema import Draft202012Validator
 
 from runner import schema
 from runner.checks import format_offset, parse_offset
-from runner.errors import ValidationFailed
+from runner.errors import Severity, ValidationFailed
 from runner.media import is_stop
 from runner.model import FeedbackPolicy, Mode, Route
-from runner.scenefile import load_scene, load_scenes, resolve_scene_ref
+from runner.scenefile import check_scene, load_scene, load_scenes, resolve_scene_ref
 from tests.conftest import REPO, SCENES
 
 SCHEMA_FILES = sorted((REPO / "schemas").glob("*.schema.json"))
@@ -127,6 +127,16 @@ def test_an_endless_feedback_timeout_is_refused(tmp_path: Path) -> None:
                  "actions:\n  - {at: 0, topic: a/b, message: X}\n")
     with pytest.raises(ValidationFailed, match="at most 3600"):
         load_scene(path)
+
+
+@pytest.mark.parametrize("text", ["loop: true\n", "loop: 3\nduration: 0\n"])
+def test_a_loop_of_zero_seconds_is_a_warning(tmp_path: Path, text: str) -> None:
+    # The player plays a 0 s round once (it cannot repeat); validate said nothing.
+    path = write(tmp_path, text + "actions:\n  - {at: 0, topic: a/b, message: X}\n")
+    scene, diagnostics = check_scene(path)
+    assert scene is not None
+    [d] = diagnostics
+    assert d.severity is Severity.WARNING and "one round lasts 0 s" in d.message
 
 
 def test_loop_zero_is_an_error(tmp_path: Path) -> None:
