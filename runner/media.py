@@ -8,6 +8,7 @@ once, which keeps the player's cue jobs from ever blocking on media.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -83,6 +84,11 @@ class MediaBackend(ABC):
     def add_listener(self, cb: MediaListener) -> None:
         """`cb(topic, filename, "ended" | "error")`, called off libvlc's own threads."""
         self._listeners.append(cb)
+
+    def remove_listener(self, cb: MediaListener) -> None:
+        """Stop calling `cb`: a player replaced by a reload must not be kept alive by it."""
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(cb)
 
     def _emit(self, topic: str, filename: str, event: str) -> None:
         for cb in list(self._listeners):

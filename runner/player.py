@@ -230,6 +230,7 @@ class Player:
     def shutdown(self) -> None:
         """Stop a running scene into its safe state (Outcome.SHUTDOWN) and end the threads."""
         self.stop(Outcome.SHUTDOWN)
+        self._media.remove_listener(self._on_media_event)
         self._scheduler.shutdown(wait=False)
         self._events.put(None)
         if self._events_thread is not threading.current_thread():

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 
 from runner.configfile import load_config
@@ -83,3 +85,31 @@ def test_a_device_that_loses_power_while_the_broker_is_down_is_not_shown_online(
         room.shutdown()
         stays.stop()
         dies.stop()
+
+
+def test_a_reload_lets_the_replaced_player_go(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    # Found by the soak: memory grew with every SIGHUP, because each replaced player
+    # stayed alive through the shared media backend's listeners (with its scheduler,
+    # its config and its runs).
+    from runner.service import RoomService  # noqa: PLC0415 - paho and vlc for this test only
+
+    (tmp_path / "scenes").mkdir()
+    (tmp_path / "scenes" / "s.yaml").write_text(
+        "name: S\nactions:\n  - {at: 0, topic: room1/a, message: 'ON'}\n")
+    config = tmp_path / "runner.yaml"
+    config.write_text(
+        f"room: room1\nbroker: {{host: 127.0.0.1, port: {mosquitto.port}}}\n"
+        "scenes_dir: scenes\ndashboard: {enabled: false}\n")
+    room = RoomService(load_config(config), dummy_media=True)
+    try:
+        room.start()
+        replaced = []
+        for _ in range(3):
+            replaced.append(weakref.ref(room.player))
+            assert room.reload(config)
+        gc.collect()
+        alive = [p for p in replaced if p() is not None]
+        assert alive == [], f"{len(alive)} replaced player(s) still alive: " \
+            f"{[type(r).__name__ for r in gc.get_referrers(alive[0]())]}"
+    finally:
+        room.shutdown()
