@@ -15,6 +15,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ log = logging.getLogger("player")
 HISTORY_NAME = "history.sqlite3"
 FLUSH_TIMEOUT = 5.0  # how long close() waits for queued writes
 READ_FLUSH_TIMEOUT = 1.0  # how long a reader waits for queued writes before reading anyway
+FORGET_SLACK = 50  # places of dropped records are forgotten once this many pile up
 UNFINISHED = "interrupted"  # the outcome of a run the service never saw end (crash, power)
 
 SCHEMA = """
@@ -47,6 +49,14 @@ CREATE TABLE IF NOT EXISTS actions (
     PRIMARY KEY (run_id, seq)
 );
 """
+
+
+@dataclass
+class _Places:
+    """The rows given to one run's records so far: `id(record)` -> (record, row)."""
+
+    rows: dict[int, tuple[ActionRecord, int]] = field(default_factory=dict)
+    next: int = 0
 
 
 def default_path(config: Config) -> Path:
@@ -83,6 +93,7 @@ class RunHistory:
         self._lock = threading.Lock()  # guards the connection between writer and readers
         self._queue: queue.Queue[Callable[[sqlite3.Connection], object] | None] = queue.Queue()
         self._written: dict[tuple[str, int], str] = {}  # what each record was last saved as
+        self._places: dict[str, _Places] = {}  # per run: each record's row, by identity
         self._written_lock = threading.Lock()  # player and feedback threads both report
         self._thread = threading.Thread(target=self._write_loop, name="history", daemon=True)
         self._thread.start()
@@ -96,8 +107,33 @@ class RunHistory:
             "INSERT OR REPLACE INTO runs (run_id, scene, name, trigger, started_at, duration,"
             " outcome) VALUES (?, ?, ?, ?, ?, ?, ?)", row))
 
+    def place(self, run: SceneRun, rec: ActionRecord) -> int:
+        """The record's row number in its run: the same for every update of that record.
+
+        Not its index in `run.records`: the player drops the old rounds of an endless
+        loop from that list, which shifts the indices, and the history keeps them all.
+        """
+        with self._written_lock:
+            places = self._places.setdefault(run.run_id, _Places())
+            known = places.rows.get(id(rec))
+            if known is not None and known[0] is rec:
+                return known[1]
+            seq = places.next
+            places.next += 1
+            places.rows[id(rec)] = (rec, seq)
+            if len(places.rows) > 2 * len(run.records) + FORGET_SLACK:
+                self._forget_dropped(run, places)
+            return seq
+
+    def _forget_dropped(self, run: SceneRun, places: _Places) -> None:
+        # The player drops only finished records, so they are never reported again.
+        kept = {id(r) for r in list(run.records)}
+        for key in [k for k in places.rows if k not in kept]:
+            _rec, seq = places.rows.pop(key)
+            self._written.pop((run.run_id, seq), None)
+
     def record_action(self, run_id: str, rec: ActionRecord, seq: int | None = None) -> None:
-        """Write one record; `seq` is its place in `run.records` (a later call updates it).
+        """Write one record; `seq` is `place(run, rec)` (a later call updates that row).
 
         Without `seq` the record is appended as a new row.
         """
@@ -115,9 +151,10 @@ class RunHistory:
 
     def record_changes(self, run: SceneRun) -> None:
         """Write every record of `run` that changed since it was last written."""
-        for seq, rec in enumerate(list(run.records)):
+        for rec in list(run.records):
             if rec.delivery is None and rec.actual is None:
                 continue  # not happened yet: nothing to keep
+            seq = self.place(run, rec)
             text = json.dumps(rec.to_json(), ensure_ascii=False)
             with self._written_lock:
                 changed = self._written.get((run.run_id, seq)) != text
@@ -133,6 +170,7 @@ class RunHistory:
         with self._written_lock:
             for key in [k for k in self._written if k[0] == run.run_id]:
                 del self._written[key]
+            self._places.pop(run.run_id, None)
 
     def close_unfinished(self) -> int:
         """Mark runs left 'running' by a crash or power cut; call once when the service starts."""

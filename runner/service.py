@@ -472,8 +472,7 @@ class RoomService:
                 self._replace_player()
 
     def _on_record(self, _event: str, run: SceneRun, rec: ActionRecord) -> None:
-        seq = next((i for i, r in enumerate(run.records) if r is rec), None)
-        self.history.record_action(run.run_id, rec, seq)
+        self.history.record_action(run.run_id, rec, self.history.place(run, rec))
 
     def _changed(self) -> None:
         self.state.notify()

@@ -12,7 +12,8 @@ import pytest
 from runner.history import HISTORY_NAME, RunHistory, default_path
 from runner.model import Config
 from runner.records import ActionRecord, Delivery, FeedbackStatus, Outcome, SceneRun
-from tests.conftest import run_runner
+from tests.brokers import Mosquitto
+from tests.conftest import Recorder, run_runner, wait_until
 
 
 def _run(run_id: str = "r1", scene: str = "intro", trigger: str = "show:0 14 * * *",
@@ -145,3 +146,45 @@ def test_runner_history_without_a_database_says_so(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "no runs" in result.stdout.lower()
     assert not (tmp_path / HISTORY_NAME).exists()
+
+
+LOOPING = """\
+name: Loop
+duration: 0.1
+loop: true
+actions:
+  - {at: 0, topic: room1/light, message: "ON", feedback: none}
+  - {at: 0.05, topic: room1/light, message: "OFF", feedback: none}
+"""
+
+
+def test_a_scene_looping_past_the_players_kept_rounds_keeps_every_action_in_the_history(
+        tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder) -> None:
+    # The player keeps only the recent rounds of an endless loop in memory; the history
+    # must still have every action once, not later rounds written over earlier ones.
+    from runner.configfile import load_config  # noqa: PLC0415 - paho only for this test
+    from runner.player import KEEP_ROUNDS  # noqa: PLC0415
+    from runner.service import RoomService  # noqa: PLC0415
+
+    (tmp_path / "scenes").mkdir()
+    (tmp_path / "scenes" / "loop.yaml").write_text(LOOPING)
+    config = tmp_path / "runner.yaml"
+    config.write_text(f"room: room1\nbroker: {{host: 127.0.0.1, port: {mosquitto.port}}}\n"
+                      "scenes_dir: scenes\ndashboard: {enabled: false}\n")
+    room = RoomService(load_config(config), dummy_media=True)
+    room.start()
+    try:
+        run = room.play("loop", "manual")
+        assert run is not None
+        rounds = KEEP_ROUNDS + 10
+        recorder.wait_for("room1/light", "OFF", count=rounds, timeout=30)
+        room.stop()
+        wait_until(lambda: room.player.current_run is None, what="loop stopped")
+        saved = room.history.get_run(run.run_id)
+    finally:
+        room.shutdown()
+    assert saved is not None
+    timeline = [(r["round"], r["index"]) for r in saved["records"] if r["index"] >= 0
+                and r["delivery"] == "sent"]
+    assert len(timeline) == len(set(timeline)), "a record was written twice"
+    assert {(n, i) for n in range(rounds) for i in (0, 1)} <= set(timeline)
