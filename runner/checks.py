@@ -22,6 +22,8 @@ MAX_TOPIC_BYTES = 65535  # MQTT's UTF-8 string limit
 # daily repeats are shows in runner.yaml, long loops are `loop:` with a short duration.
 MAX_OFFSET = 24 * 3600
 
+# MQTT 3.1.1 4.7.3: no NUL, and control characters should not be used (mosquitto refuses).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _SECONDS = re.compile(r"^\d+(?:\.\d+)?$")
 _CLOCK = re.compile(r"^(?:(\d+):)?(\d+):(\d\d)(\.\d+)?$")
 _TIME_FORMS = 'write seconds (2.5) or "m:ss" / "h:mm:ss", e.g. "1:30" or "1:02:03.500"'
@@ -96,19 +98,27 @@ def topic_problem(topic: str) -> str | None:
     if "+" in topic or "#" in topic:
         return (f"topic {topic!r} contains a wildcard ('+' or '#'); commands go to one "
                 "exact topic such as room1/light")
-    if "\0" in topic:
-        return "the topic contains a NUL character"
+    if control := _control_problem(topic):
+        return f"the topic {control}"
     if len(topic.encode("utf-8")) > MAX_TOPIC_BYTES:
         return f"the topic is longer than MQTT allows ({MAX_TOPIC_BYTES} bytes)"
     return None
+
+
+def _control_problem(text: str) -> str | None:
+    # mosquitto drops the connection of a client that sends such a topic or filter.
+    m = _CONTROL.search(text)
+    return None if m is None else (
+        f"contains the control character U+{ord(m.group()):04X} (character {m.start() + 1}), "
+        "which brokers refuse; remove it")
 
 
 def filter_problem(topic_filter: str) -> str | None:
     """Why `topic_filter` cannot be subscribed to ('+' and '#' only as whole levels, '#' last)."""
     if topic_filter == "":
         return "the topic filter is empty"
-    if "\0" in topic_filter:
-        return "the topic filter contains a NUL character"
+    if control := _control_problem(topic_filter):
+        return f"the topic filter {control}"
     if len(topic_filter.encode("utf-8")) > MAX_TOPIC_BYTES:
         return f"the topic filter is longer than MQTT allows ({MAX_TOPIC_BYTES} bytes)"
     levels = topic_filter.split("/")
