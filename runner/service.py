@@ -144,6 +144,7 @@ class RoomService:
                                     running=lambda: self.player.current_run is not None)
         self.shows = self._new_shows(config)
         self._routed: set[str] = set()
+        self._subscribed: set[str] = set()  # the client renews these on every reconnect
         self._trigger_routes: list[str] = []  # in the order they were routed
         self.dashboard: Any = None  # runner.web.server.DashboardServer once started
 
@@ -172,7 +173,11 @@ class RoomService:
                 self._trigger_routes.append(topic_filter)
                 self.handler.add_route(topic_filter, self._trigger_route(topic_filter))
         for topic_filter in self.handler.topic_filters():
-            self.client.subscribe(topic_filter)
+            # Only new ones: subscribing again has the broker resend every retained
+            # `online`, and each device's "last seen" would jump to this reload.
+            if topic_filter not in self._subscribed:
+                self._subscribed.add(topic_filter)
+                self.client.subscribe(topic_filter)
 
     # -- life cycle ----------------------------------------------------------------------
 

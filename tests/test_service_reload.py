@@ -113,3 +113,25 @@ def test_an_invalid_reload_is_refused_and_the_old_config_kept(
     assert f"{path}:" in caplog.text and "Reload refused" in caplog.text
     _send(recorder, "room1/button", "PRESSED")
     recorder.wait_for("room1/light", "ON")
+
+
+def test_a_reload_does_not_replay_retained_presence_as_if_devices_just_reported(
+        tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder,
+        service: RoomService) -> None:
+    # Subscribing again to the status topics would have the broker send every retained
+    # `online` anew, and each device's "last seen" would jump to the reload.
+    recorder.client.publish("devices/esp32_01/status", "online", qos=1,
+                            retain=True).wait_for_publish(5)
+    wait_until(lambda: "esp32_01" in service.registry.get_all_devices(), what="device seen")
+    seen = service.registry.get_all_devices()["esp32_01"].last_seen
+    path = write_config(tmp_path, mosquitto,
+                        "triggers:\n  - {topic: room1/knob, scene: quick}\n")
+    assert service.reload(path) is True
+    with pytest.raises(AssertionError):
+        wait_until(lambda: service.registry.get_all_devices()["esp32_01"].last_seen != seen,
+                   timeout=1.5, what="last seen moved")
+    for _ in range(20):  # the new trigger's topic is subscribed (turn until heard)
+        _send(recorder, "room1/knob", "TURNED")
+        if wait_for_quietly(recorder, "room1/fog", "ON", timeout=0.25):
+            break
+    recorder.wait_for("room1/fog", "ON")
