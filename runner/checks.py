@@ -15,6 +15,7 @@ from typing import Any
 from runner.errors import Diagnostic, Severity
 from runner.media import is_stop
 from runner.model import Route
+from runner.schema import did_you_mean
 from runner.yamlload import Document, JsonPath
 
 MAX_TOPIC_BYTES = 65535  # MQTT's UTF-8 string limit
@@ -266,8 +267,10 @@ def check_devices(doc: Document, devices: Mapping[str, tuple[str, ...]]) -> list
             topic = item.get("topic")
             if isinstance(topic, str) and Route.for_topic(topic) is Route.MQTT \
                     and topic not in served:
+                # Topics share their room prefix, so only a near-identical one is a hint.
+                hint = did_you_mean(topic, served, cutoff=0.8)
                 out.append(doc.diagnostic(
                     (*path, "topic"),
-                    f"no device in the config's `devices` serves {topic!r}; add it to a "
-                    "device's list or check the spelling", severity=Severity.WARNING))
+                    f"no device in the config's `devices` serves {topic!r}{hint}; add it to "
+                    "a device's list or check the spelling", severity=Severity.WARNING))
     return out

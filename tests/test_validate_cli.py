@@ -285,6 +285,15 @@ def test_a_scene_for_another_room_is_a_warning(tmp_path: Path) -> None:
     assert validate("--config", "runner.yaml", "--strict", cwd=tmp_path).returncode == 1
 
 
+def test_a_misspelt_device_topic_gets_a_suggestion(tmp_path: Path) -> None:
+    write(tmp_path, "scenes/intro.yaml", "actions:\n  - {at: 0, topic: room1/ligth, message: X}"
+          "\n  - {at: 1, topic: room1/fog, message: X}\n")
+    write(tmp_path, "runner.yaml", "room: room1\ndevices:\n  esp32_01: [room1/light]\n")
+    out = validate("--config", "runner.yaml", cwd=tmp_path).stdout
+    assert "serves 'room1/ligth' (did you mean 'room1/light'?)" in out
+    assert "serves 'room1/fog'; add it" in out  # same room, different thing: no hint
+
+
 def test_runner_yaml_in_the_folder_is_used_by_default(tmp_path: Path) -> None:
     write(tmp_path, "scenes/a.yaml", GOOD)
     write(tmp_path, "runner.yaml", "room: room1\nshows:\n  - {scene: b, time: '10:00'}\n")
