@@ -148,6 +148,20 @@ def test_runner_history_without_a_database_says_so(tmp_path: Path) -> None:
     assert not (tmp_path / HISTORY_NAME).exists()
 
 
+def test_runner_history_prints_times_in_the_rooms_timezone(tmp_path: Path) -> None:
+    # Staff ask about "the 14:00 show": the room's clock, as the shows and the dashboard
+    # use it, whatever zone the machine itself is set to.
+    (tmp_path / "runner.yaml").write_text("room: room1\ntimezone: Asia/Tokyo\n")
+    history = RunHistory(tmp_path / HISTORY_NAME)
+    history.record_start(_run(started=1795928400.0))  # 2026-11-29 14:00 in Tokyo, 05:00 UTC
+    history.close()
+    result = run_runner("history", "--config", str(tmp_path / "runner.yaml"), cwd=tmp_path,
+                        env={"TZ": "UTC"})
+    assert result.returncode == 0, result.stderr
+    assert "2026-11-29 14:00:00" in result.stdout, result.stdout
+    assert "Asia/Tokyo" in result.stdout
+
+
 LOOPING = """\
 name: Loop
 duration: 0.1

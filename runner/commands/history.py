@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sqlite3
 import sys
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
 from runner.cli import EXIT_ERROR, EXIT_OK
 from runner.commands._common import config_from_args
 from runner.history import default_path, open_for_reading, read_last_runs
+from runner.shows import ShowError, timezone_for
 
 HEADER = ("START", "SCENE", "TRIGGER", "OUTCOME", "TOOK", "FAILURES")
 
@@ -34,16 +36,25 @@ def run(args: argparse.Namespace) -> int:
     if not runs:
         print(f"No runs recorded yet in {path}.")
         return EXIT_OK
-    print(f"Last {len(runs)} runs in {path}, newest first:")
-    rows = [_row(r) for r in runs]
+    tz: tzinfo | None = None  # the machine's clock, when the config names an unknown zone
+    with contextlib.suppress(ShowError):
+        tz = timezone_for(config)  # the room's clock, as the shows and the dashboard use it
+    print(f"Last {len(runs)} runs in {path}, newest first (times in {_zone_name(tz)}):")
+    rows = [_row(r, tz) for r in runs]
     widths = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER))]
     for r in [HEADER, *rows]:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     return EXIT_OK
 
 
-def _row(run: dict[str, Any]) -> tuple[str, ...]:
-    start = datetime.fromtimestamp(run["started_at"]).strftime("%Y-%m-%d %H:%M:%S")
+def _zone_name(tz: tzinfo | None) -> str:
+    if tz is None:
+        return "local time"
+    return str(getattr(tz, "key", None) or tz.tzname(datetime.now(tz)) or "local time")
+
+
+def _row(run: dict[str, Any], tz: tzinfo | None) -> tuple[str, ...]:
+    start = datetime.fromtimestamp(run["started_at"], tz).strftime("%Y-%m-%d %H:%M:%S")
     took = "" if run["ended_at"] is None else f"{run['ended_at'] - run['started_at']:.1f}s"
     return (start, run["scene"], run["trigger"], run["outcome"], took, _failures(run))
 
