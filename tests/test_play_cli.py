@@ -7,6 +7,8 @@ import signal
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from tests.brokers import Mosquitto
 from tests.conftest import Recorder, run_runner, spawn_runner, wait_until
 from tests.mqtt_support import Device
@@ -115,8 +117,9 @@ def test_an_invalid_scene_exits_1_with_its_location(tmp_path: Path,
     assert result.returncode == 1 and "nosuch" in result.stderr
 
 
-def test_sigterm_mid_scene_runs_on_stop_and_safe_state_then_exits(
-        tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_signal_mid_scene_runs_on_stop_and_safe_state_then_exits_130(
+        tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder, signum: int) -> None:
     config = room(tmp_path, mosquitto, """\
         name: Long
         actions:
@@ -128,41 +131,18 @@ def test_sigterm_mid_scene_runs_on_stop_and_safe_state_then_exits(
     proc = spawn_runner("play", "show", "--config", str(config))
     try:
         recorder.wait_for("room1/steam", "ON", timeout=20)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         out, err = proc.communicate(timeout=20)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, err
     recorder.wait_for("room1/steam", "OFF")
-    recorder.wait_for("room1/fog", "OFF")
+    wait_until(lambda: recorder.payloads("room1/fog") == ["OFF"], what="safe state")
     recorder.wait_for("runner/room1/status", "offline")
     assert recorder.payloads("room1/motor") == []
     assert "cancelled" in out and "stopped" in out
     assert "Traceback" not in err
-
-
-def test_ctrl_c_mid_scene_exits_130_after_the_safe_state(
-        tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder) -> None:
-    config = room(tmp_path, mosquitto, """\
-        name: Long
-        actions:
-          - {at: 0, topic: room1/steam, message: "ON", feedback: none}
-          - {at: 20, topic: room1/motor, message: START, feedback: none}
-        on_stop:
-          - {topic: room1/steam, message: "OFF"}
-        """)
-    proc = spawn_runner("play", "show", "--config", str(config))
-    try:
-        recorder.wait_for("room1/steam", "ON", timeout=20)
-        proc.send_signal(signal.SIGINT)
-        _out, err = proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, err
-    recorder.wait_for("room1/steam", "OFF")
-    wait_until(lambda: recorder.payloads("room1/fog") == ["OFF"], what="safe state")
 
 
 def test_without_a_broker_the_scene_plays_simulated_and_exits_3(
