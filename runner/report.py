@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from runner.errors import RunnerError
@@ -70,13 +71,17 @@ def table(run: SceneRun) -> str:
             _ms(rec.lateness) if rec.index >= 0 else DASH,
             rec.topic, rec.message, rec.route, _delivery(rec), _feedback(rec),
         ])
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join([*aligned(header, rows), summary(run)])
+
+
+def aligned(header: Sequence[str], rows: list[list[str]]) -> list[str]:
+    """Columns padded to their widest cell, a dashed line under the header."""
+    widths = [max(len(r[i]) for r in [list(header), *rows]) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths, strict=True)).rstrip(),
              "  ".join("-" * w for w in widths)]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
               for r in rows]
-    lines.append(summary(run))
-    return "\n".join(lines)
+    return lines
 
 
 def summary(run: SceneRun) -> str:

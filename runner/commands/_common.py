@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import TextIO
 from urllib.parse import urlsplit
 
 from runner.configfile import default_config, load_config
-from runner.errors import Diagnostic, RunnerError, Severity
+from runner.errors import Diagnostic, RunnerError
 from runner.model import Config
 
 DEFAULT_CONFIG = "runner.yaml"
@@ -63,20 +62,8 @@ def parse_broker(text: str, default_port: int = 1883) -> tuple[str, int]:
 
 
 def print_diagnostics(diagnostics: Iterable[Diagnostic], *, stream: TextIO | None = None,
-                      format: str = "text") -> None:
-    """Each diagnostic on its own line (`file:line:col: error: $.path: message`), or JSON."""
+                      ) -> None:
+    """Each diagnostic on its own line: `file:line:col: error: $.path: message`."""
     out = stream or sys.stdout
-    items = list(diagnostics)
-    if format == "json":
-        json.dump([d.to_json() for d in items], out, indent=2, ensure_ascii=False)
-        out.write("\n")
-        return
-    for d in items:
+    for d in diagnostics:
         out.write(d.format() + "\n")
-
-
-def count(diagnostics: Iterable[Diagnostic]) -> tuple[int, int]:
-    """(errors, warnings)."""
-    items = list(diagnostics)
-    errors = sum(1 for d in items if d.severity is Severity.ERROR)
-    return errors, len(items) - errors

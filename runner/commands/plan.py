@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -12,6 +11,7 @@ from runner.checks import format_offset
 from runner.cli import EXIT_OK
 from runner.commands._common import config_from_args
 from runner.model import Action, Scene
+from runner.report import aligned
 from runner.scenefile import load_scene, resolve_scene_ref
 
 NO_FEEDBACK = "—"  # media plays locally: no device answers
@@ -46,15 +46,6 @@ def _feedback(action: Action) -> str:
     return NO_FEEDBACK if action.is_media else action.feedback.value
 
 
-def _table(header: Sequence[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(r[i]) for r in [list(header), *rows]) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-              for r in rows]
-    return lines
-
-
 def write_plan(scene: Scene, out: TextIO, *, feedback_timeout: float) -> None:
     """The header (name, room, mode, length, rounds) and the timeline table."""
     if scene.rounds is None:
@@ -71,9 +62,9 @@ def write_plan(scene: Scene, out: TextIO, *, feedback_timeout: float) -> None:
     long = any(a.at >= 3600 for a in scene.actions)  # one format for the whole column
     rows = [[format_offset(a.at, hours=long), a.label or "", a.topic, _message(a), a.route.value,
              _feedback(a)] for a in scene.actions]
-    out.write("\n".join(_table(header, rows)) + "\n")
+    out.write("\n".join(aligned(header, rows)) + "\n")
     if scene.on_stop:
         out.write("\non stop (safe state):\n")
         rows = [[a.label or "", a.topic, _message(a), a.route.value, _feedback(a)]
                 for a in scene.on_stop]
-        out.write("\n".join(_table(header[1:], rows)) + "\n")
+        out.write("\n".join(aligned(header[1:], rows)) + "\n")
