@@ -187,6 +187,11 @@ def check_actions(doc: Document, key: str, media_dir: Path | None) -> list[Diagn
                 out.append(doc.diagnostic(
                     (*path, "volume"), "volume applies only to /audio and /video actions",
                     severity=Severity.WARNING))
+        if key != "actions" and item.get("feedback") == "required":
+            out.append(doc.diagnostic(
+                (*path, "feedback"), "safe-state commands are sent without waiting for an "
+                "answer, so feedback: required does nothing here; remove it",
+                severity=Severity.WARNING))
         feedback_topic = item.get("feedback_topic")
         if isinstance(feedback_topic, str) and feedback_topic:
             problem = topic_problem(feedback_topic)

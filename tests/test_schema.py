@@ -163,6 +163,14 @@ def test_warnings_do_not_raise(tmp_path: Path) -> None:
     assert load_scene(path).actions[0].retain is True
 
 
+def test_required_feedback_in_on_stop_is_a_warning(tmp_path: Path) -> None:
+    # The player sends on_stop without tracking feedback; validate let it pass unmentioned.
+    path = write(tmp_path, "actions:\n  - {at: 0, topic: a/b, message: X}\n"
+                 "on_stop:\n  - {topic: a/b, message: Y, feedback: required}\n")
+    _, [d] = check_scene(path)
+    assert (d.severity, d.json_path) == (Severity.WARNING, "$.on_stop[0].feedback")
+
+
 def test_media_must_exist_when_media_dir_is_given(tmp_path: Path) -> None:
     (tmp_path / "media").mkdir()
     (tmp_path / "media" / "ok.mp3").write_bytes(b"x")
