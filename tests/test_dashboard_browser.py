@@ -44,6 +44,11 @@ duration: 20
 on_stop:
   - {topic: room1/door, message: CLOSE, feedback: none}
 """
+OTHER_SCENE = """\
+name: Another show
+actions:
+  - {at: 0, topic: room1/organ, message: "ON", feedback: none}
+"""
 CONFIRMED = ("room1/light", "room1/motor", "room1/door")
 REFUSED = "room1/smoke"  # the virtual device answers ERROR to this one
 
@@ -52,6 +57,7 @@ def write_room(tmp: Path, broker: Mosquitto, port: int) -> Path:
     (tmp / "scenes").mkdir()
     (tmp / "media").mkdir()
     (tmp / "scenes" / "browser_show.yaml").write_text(SCENE)
+    (tmp / "scenes" / "another.yaml").write_text(OTHER_SCENE)  # sorts first in the list
     (tmp / "secrets.yaml").write_text(f"dashboard_token: {TOKEN}\n")
     config = tmp / "runner.yaml"
     config.write_text(
@@ -149,7 +155,7 @@ def test_dashboard_in_chromium(serve: str, mosquitto: Mosquitto, recorder: Recor
                 page.goto(serve)
                 expect(page.locator("#live")).to_have_text("Live", timeout=UI_TIMEOUT)
                 expect(page.locator("#broker")).to_have_text("Broker: connected")
-                expect(page.locator("#scene-select option")).to_have_count(1)
+                expect(page.locator("#scene-select option")).to_have_count(2)
                 page.evaluate("window.loadedOnce = true")  # survives only without a reload
 
                 # A device comes online: it appears in words and colour, live.
@@ -240,3 +246,58 @@ def test_dashboard_in_chromium(serve: str, mosquitto: Mosquitto, recorder: Recor
                 browser.close()
     finally:
         device.close()
+
+
+def test_the_scene_list_follows_what_plays_and_devices_say_since_when_they_are_up(
+        serve: str, mosquitto: Mosquitto, recorder: Recorder) -> None:
+    """Play after a Stop starts the scene that ran, not whichever sorts first; an online
+    device shows since when it is up (its presence message may be hours old)."""
+    require("chromium", Path(CHROMIUM).exists() or shutil.which("chromium") is not None,
+            "apt-get install chromium (.ci/run does)")
+    from playwright.sync_api import expect, sync_playwright  # noqa: PLC0415
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(serve)
+            expect(page.locator("#live")).to_have_text("Live", timeout=UI_TIMEOUT)
+            select = page.locator("#scene-select")
+            expect(select).to_have_value("another")  # nothing has run yet: the first
+
+            publish(mosquitto, "devices/esp32_07/status", "online", retain=True)
+            row = page.locator('#devices li[data-device="esp32_07"]')
+            expect(row.locator(".when")).to_contain_text("online since", timeout=UI_TIMEOUT)
+            publish(mosquitto, "devices/esp32_07/status", "offline", retain=True)
+            expect(row.locator(".when")).to_contain_text("last seen", timeout=UI_TIMEOUT)
+
+            # Started elsewhere (a show, a button, another desk): the list follows it.
+            publish(mosquitto, "runner/room1/cmd",
+                    json.dumps({"command": "play", "scene": "browser_show"}))
+            recorder.wait_for("room1/light", "ON", timeout=10)
+            expect(select).to_have_value("browser_show", timeout=UI_TIMEOUT)
+            publish(mosquitto, "runner/room1/cmd", json.dumps({"command": "stop"}))
+            expect(page.locator("#scene-name")).to_have_text("Nothing is playing.",
+                                                             timeout=UI_TIMEOUT)
+
+            # A page opened after the Stop offers the scene that ran; Play starts it again.
+            fresh = browser.new_page(viewport={"width": 390, "height": 844})
+            fresh.goto(serve)
+            expect(fresh.locator("#runs li").first).to_contain_text("stopped",
+                                                                    timeout=UI_TIMEOUT)
+            expect(fresh.locator("#scene-select")).to_have_value("browser_show")
+            fresh.fill("#token", TOKEN)
+            fresh.click("#login-form button[type=submit]")
+            expect(fresh.locator("#logout")).to_be_visible(timeout=UI_TIMEOUT)
+            fresh.click("#play")
+            recorder.wait_for("room1/light", "ON", count=2, timeout=10)
+            assert recorder.payloads("room1/organ") == []
+
+            # Someone who picks a scene keeps it while snapshots come and go.
+            fresh.select_option("#scene-select", "another")
+            recorder.wait_for("room1/motor", "START", count=2, timeout=10)  # new snapshots
+            expect(fresh.locator("#cues li[data-index=\"2\"]")).not_to_have_attribute(
+                "data-state", "waiting", timeout=UI_TIMEOUT)
+            expect(fresh.locator("#scene-select")).to_have_value("another")
+        finally:
+            browser.close()

@@ -22,6 +22,7 @@ const page = {
   receivedAt: 0,        // performance.now() when it arrived
   events: null,
   session: null,
+  sceneChosen: false,   // someone picked a scene in the list: keep their choice
 };
 
 function el(tag, className, text) {
@@ -91,7 +92,11 @@ function renderDevices(part) {
     li.dataset.device = d.id;
     li.append(el("span", `badge ${d.online ? "ok" : "bad"}`, d.online ? "ONLINE" : "OFFLINE"));
     li.append(el("span", "name", d.id));
-    li.append(el("span", "when", `last seen ${formatTime(d.last_seen, !sameDay(d.last_seen))}`));
+    // An online device's presence message may be hours old while it answers every cue:
+    // what staff need then is since when it is up; for one that is gone, when it was.
+    li.append(el("span", "when", d.online
+      ? `online since ${formatTime(d.since, !sameDay(d.since))}`
+      : `last seen ${formatTime(d.last_seen, !sameDay(d.last_seen))}`));
     return li;
   });
   const online = part.devices.filter((d) => d.online).length;
@@ -185,10 +190,12 @@ function renderRuns(part) {
   replaceChildren($("runs"), items, "No runs yet.");
 }
 
-function renderScenes(part) {
+// Until someone picks a scene, the list shows the one playing (else the last one run),
+// so that Play after Stop starts that again, not whichever scene sorts first.
+function renderScenes(part, current) {
   if (!part || part.error) return;
   const select = $("scene-select");
-  const chosen = select.value;
+  const chosen = page.sceneChosen || !current ? select.value : current;
   const options = part.scenes.map((s) => {
     const opt = el("option", null, `${s.name} (${s.id})`);
     opt.value = s.id;
@@ -198,6 +205,13 @@ function renderScenes(part) {
   if (part.scenes.some((s) => s.id === chosen)) select.value = chosen;
 }
 
+function currentScene(snapshot) {
+  const scene = snapshot.scene;
+  if (scene && !scene.error && scene.playing) return scene.scene;
+  const runs = snapshot.history && Array.isArray(snapshot.history.runs) ? snapshot.history.runs : [];
+  return runs.length ? runs[0].scene : null;
+}
+
 function render(snapshot) {
   renderStatus(snapshot.status);
   renderDevices(snapshot.devices);
@@ -205,7 +219,7 @@ function render(snapshot) {
   renderFailures(snapshot.failures);
   renderShows(snapshot.shows);
   renderRuns(snapshot.history);
-  renderScenes(snapshot.scenes);
+  renderScenes(snapshot.scenes, currentScene(snapshot));
 }
 
 // The playhead moves locally between snapshots: a snapshot comes only when something changes.
@@ -313,6 +327,7 @@ function startEvents() {
 }
 
 function setup() {
+  $("scene-select").addEventListener("change", () => { page.sceneChosen = true; });
   $("play").addEventListener("click", () => {
     const scene = $("scene-select").value;
     if (!scene) { showMessage("Choose a scene first.", false); return; }
