@@ -136,6 +136,8 @@ def resolve_scene_ref(ref: str, scenes_dir: Path) -> Path:
     if as_path.suffix in SCENE_SUFFIXES or "/" in ref or "\\" in ref:
         if as_path.is_file():
             return as_path
+        if as_path.name == ref and (scenes_dir / ref).is_file():  # `room1_intro.yaml`
+            return scenes_dir / ref
         raise RunnerError(f"{ref}: no such scene file; check the path, or give a scene id "
                           f"from {scenes_dir}")
     for suffix in SCENE_SUFFIXES:

@@ -223,6 +223,13 @@ def test_resolve_scene_ref(tmp_path: Path) -> None:
         resolve_scene_ref("nope/x.yaml", tmp_path)
 
 
+def test_a_scene_file_name_is_found_in_the_scenes_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `runner play room1_intro.yaml` from the room folder said "no such scene file".
+    monkeypatch.chdir(tmp_path)
+    assert resolve_scene_ref("room1_intro.yaml", SCENES) == SCENES / "room1_intro.yaml"
+
+
 def test_load_scenes_collects_every_error(tmp_path: Path) -> None:
     write(tmp_path, "actions:\n  - {at: 0, topic: a/+, message: X}\n", "one.yaml")
     write(tmp_path, "actions: {}\n", "two.yml")
