@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import queue
 import signal
 import textwrap
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 import pytest
 
 from tests.brokers import Mosquitto
@@ -86,6 +89,30 @@ def test_feedback_on_its_own_topic_is_heard(tmp_path: Path, mosquitto: Mosquitto
         device.close()
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Feedback OK: room1/door" in result.stderr
+
+
+def test_qos_and_retain_are_published_as_written(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    config = room(tmp_path, mosquitto, """\
+        name: Sign
+        actions:
+          - {at: 0, topic: room1/sign, message: OPEN, qos: 2, retain: true, feedback: none}
+          - {at: 0, topic: room1/door, message: SHUT, qos: 0, feedback: none}
+        """)
+    assert run_runner("play", "show", "--config", str(config)).returncode == 0
+    # A subscriber arriving later gets the retained command, at the QoS it was sent with.
+    got: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+    late = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="late-subscriber")
+    late.on_connect = lambda c, *_: c.subscribe("room1/#", qos=2)
+    late.on_message = lambda _c, _u, msg: got.put(msg)
+    late.connect(mosquitto.host, mosquitto.port)
+    late.loop_start()
+    try:
+        msg = got.get(timeout=5)
+    finally:
+        late.disconnect()
+        late.loop_stop()
+    assert (msg.topic, msg.payload, msg.retain, msg.qos) == ("room1/sign", b"OPEN", True, 2)
+    assert got.empty()  # room1/door was not retained
 
 
 def test_simulate_publishes_nothing(tmp_path: Path, mosquitto: Mosquitto,
