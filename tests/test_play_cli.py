@@ -9,8 +9,8 @@ import textwrap
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.brokers import Mosquitto
 from tests.conftest import Recorder, run_runner, spawn_runner, wait_until
