@@ -281,8 +281,8 @@ class RoomService:
         except ValidationFailed as e:
             for d in e.diagnostics:
                 log.error("%s", d.format())
-            log.error("Reload refused: %s has %d error(s); still running the previous config",
-                      path, len(e.errors) or len(e.diagnostics))
+            log.error("Reload refused: %d error(s) in %s or its scenes (above); still running "
+                      "the previous config", len(e.errors) or len(e.diagnostics), path)
             return False
         except (RunnerError, ShowError, OSError) as e:
             log.error("Reload refused: %s; still running the previous config", e)
@@ -297,7 +297,13 @@ class RoomService:
                         "connection to %s stays up", self.client.address)
         if new.dashboard != old.dashboard:
             log.warning("Dashboard settings changed: they apply at the next restart")
-        new = dataclasses.replace(new, broker=old.broker, dashboard=old.dashboard)
+        if new.devices != old.devices or new.status_topics != old.status_topics:
+            # The tracker and the handler were built with them; half-applied, a scene's
+            # readiness would name one device map and its confirmations follow another.
+            log.warning("`devices` or `registry.status_topics` changed: they apply at the "
+                        "next restart (sudo systemctl restart runner)")
+        new = dataclasses.replace(new, broker=old.broker, dashboard=old.dashboard,
+                                  devices=old.devices, status_topics=old.status_topics)
         with self._lock:
             self.config = new
             self.scenes = scenes

@@ -135,3 +135,22 @@ def test_a_reload_does_not_replay_retained_presence_as_if_devices_just_reported(
         if wait_for_quietly(recorder, "room1/fog", "ON", timeout=0.25):
             break
     recorder.wait_for("room1/fog", "ON")
+
+
+def test_a_reload_keeps_the_device_map_the_tracker_was_built_with_and_says_so(
+        tmp_path: Path, mosquitto: Mosquitto, service: RoomService,
+        caplog: pytest.LogCaptureFixture) -> None:
+    before = service.config.devices
+    path = write_config(tmp_path, mosquitto, "devices:\n  esp32_05: [room1/light]\n")
+    assert service.reload(path) is True
+    assert service.config.devices == before  # readiness and confirmations agree
+    assert "apply at the next restart" in caplog.text and "`devices`" in caplog.text
+
+
+def test_a_refused_reload_names_the_scene_file_at_fault(
+        tmp_path: Path, service: RoomService, caplog: pytest.LogCaptureFixture) -> None:
+    bad = tmp_path / "scenes" / "broken.yaml"
+    bad.write_text("name: Broken\nactions: [\n")
+    assert service.reload(tmp_path / "runner.yaml") is False
+    assert f"{bad}:" in caplog.text
+    assert "or its scenes" in caplog.text  # not blamed on runner.yaml alone
