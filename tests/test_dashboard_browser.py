@@ -18,6 +18,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.brokers import Mosquitto, free_port, wait_for_port
 from tests.conftest import REPO, Recorder, require, spawn_runner
@@ -82,7 +83,7 @@ class VirtualDevice:
     def __init__(self, broker: Mosquitto, topics: tuple[str, ...], refuse: str) -> None:
         self.topics = (*topics, refuse)
         self.refuse = refuse
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="browser-vdev")
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="browser-vdev")
         self.subscribed = threading.Event()
         self.client.on_connect = lambda c, *_a: c.subscribe([(t, 1) for t in self.topics])
         self.client.on_subscribe = lambda *_a: self.subscribed.set()
@@ -130,7 +131,7 @@ def serve(tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder) -> Iterator[
 
 
 def publish(broker: Mosquitto, topic: str, payload: str, retain: bool = False) -> None:
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="browser-test-publisher")
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="browser-test-publisher")
     c.connect(broker.host, broker.port)
     c.loop_start()
     c.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
