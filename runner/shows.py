@@ -164,6 +164,13 @@ def timezone_for(config: Config) -> tzinfo:
     return zone
 
 
+def timezone_name(tz: tzinfo | None) -> str:
+    """How a person reads the zone: its IANA name where known ("Europe/Berlin")."""
+    if tz is None:
+        return "local time"
+    return str(getattr(tz, "key", None) or tz.tzname(datetime.now(tz)) or "local time")
+
+
 def next_start(trigger: BaseTrigger, after: datetime) -> datetime | None:
     fire: datetime | None = trigger.get_next_fire_time(None, after)
     return fire

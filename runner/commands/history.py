@@ -12,7 +12,7 @@ from typing import Any
 from runner.cli import EXIT_ERROR, EXIT_OK
 from runner.commands._common import config_from_args
 from runner.history import default_path, open_for_reading, read_last_runs
-from runner.shows import ShowError, timezone_for
+from runner.shows import ShowError, timezone_for, timezone_name
 
 HEADER = ("START", "SCENE", "TRIGGER", "OUTCOME", "TOOK", "FAILURES")
 
@@ -39,18 +39,12 @@ def run(args: argparse.Namespace) -> int:
     tz: tzinfo | None = None  # the machine's clock, when the config names an unknown zone
     with contextlib.suppress(ShowError):
         tz = timezone_for(config)  # the room's clock, as the shows and the dashboard use it
-    print(f"Last {len(runs)} runs in {path}, newest first (times in {_zone_name(tz)}):")
+    print(f"Last {len(runs)} runs in {path}, newest first (times in {timezone_name(tz)}):")
     rows = [_row(r, tz) for r in runs]
     widths = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER))]
     for r in [HEADER, *rows]:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     return EXIT_OK
-
-
-def _zone_name(tz: tzinfo | None) -> str:
-    if tz is None:
-        return "local time"
-    return str(getattr(tz, "key", None) or tz.tzname(datetime.now(tz)) or "local time")
 
 
 def _row(run: dict[str, Any], tz: tzinfo | None) -> tuple[str, ...]:

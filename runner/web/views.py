@@ -14,12 +14,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, tzinfo
 from typing import Any, Protocol
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import tzlocal
 
 from runner.model import Config, Scene, Show
 from runner.records import FeedbackResult, FeedbackStatus, SceneRun
+from runner.shows import ShowError, timezone_for, timezone_name
 
 log = logging.getLogger("dashboard")
 
@@ -85,19 +85,14 @@ class Room(Protocol):
 
 
 def room_timezone(config: Config) -> tzinfo:
-    """The config's `timezone`, else the system's."""
-    if config.timezone:
-        try:
-            return ZoneInfo(config.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            log.warning("Unknown timezone %r in the config; showing the system's time",
-                        config.timezone)
+    """The config's `timezone`, else the system's (as the shows use it)."""
+    try:
+        return timezone_for(config)
+    except ShowError:
+        log.warning("Unknown timezone %r in the config; showing the system's time",
+                    config.timezone)
     zone: tzinfo = tzlocal.get_localzone()
     return zone
-
-
-def timezone_name(tz: tzinfo) -> str:
-    return str(getattr(tz, "key", None) or tz.tzname(datetime.now(tz)) or "local")
 
 
 def iso(epoch: object, tz: tzinfo) -> str | None:
