@@ -148,7 +148,9 @@ def _load_secrets(path: Path) -> Mapping[str, Any]:
 
 def _semantic_checks(doc: Document, base: Path) -> list[Diagnostic]:
     data: dict[str, Any] = doc.value
-    out = checks.check_actions(doc, "safe_state", None)
+    media_dir = base / data["media_dir"] if isinstance(data.get("media_dir"), str) \
+        and data["media_dir"] else base / "media"
+    out = checks.check_actions(doc, "safe_state", media_dir)
     for i, topic in enumerate(_list(data.get("registry"), "status_topics")):
         if isinstance(topic, str) and topic and (p := checks.filter_problem(topic)):
             out.append(doc.diagnostic(("registry", "status_topics", i), p))

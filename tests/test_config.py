@@ -187,6 +187,15 @@ def test_endless_waits_are_refused(tmp_path: Path, setting: str) -> None:
     assert ":2:" in text and "must be at most 3600, not 1e+300" in text
 
 
+def test_a_safe_state_media_file_must_exist(tmp_path: Path) -> None:
+    (tmp_path / "media").mkdir()
+    path = room(tmp_path, "room: r\nsafe_state:\n  - {topic: r/audio, message: calm.mp3}\n")
+    [msg] = messages(path)
+    assert "$.safe_state[0].message: media file 'calm.mp3' is not in" in msg
+    (tmp_path / "media" / "calm.mp3").write_bytes(b"x")
+    assert messages(path) == []
+
+
 def test_tls_paths_are_absolute(tmp_path: Path) -> None:
     (tmp_path / "ca.crt").write_text("x", encoding="utf-8")
     config = load_config(room(tmp_path, "room: r\nbroker: {tls: {ca_file: ca.crt}}\n"))
