@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,7 +185,13 @@ def load_file(path: Path, *, tags: Mapping[str, TagHandler] | None = None,
     """
     name = display if display is not None else str(path)
     try:
-        size = path.stat().st_size
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode) and not stat.S_ISDIR(info.st_mode):
+            # Reading a pipe or /dev/zero would wait, or fill memory, forever.
+            raise ValidationFailed([Diagnostic(
+                name, 0, 0, "this is not a regular file (a pipe or a device?); give the "
+                "path of a YAML file")])
+        size = info.st_size
         if size > MAX_FILE_BYTES:
             raise ValidationFailed([Diagnostic(
                 name, 1, 1, f"the file is {size} bytes; files over {MAX_FILE_BYTES} bytes "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 
@@ -176,6 +177,17 @@ def test_missing_file_and_folder(tmp_path: Path) -> None:
         load_file(tmp_path / "nope.yaml")
     with pytest.raises(ValidationFailed, match="folder"):
         load_file(tmp_path)
+
+
+@pytest.mark.parametrize("special", ["fifo", "/dev/zero"])
+def test_a_pipe_or_device_is_refused_without_reading(tmp_path: Path, special: str) -> None:
+    # `runner validate` hung on a FIFO and filled memory from /dev/zero.
+    path = Path(special)
+    if special == "fifo":
+        path = tmp_path / "scene.yaml"
+        os.mkfifo(path)
+    with pytest.raises(ValidationFailed, match="not a regular file"):
+        load_file(path)
 
 
 def test_tag_handlers_report_every_failure_at_its_line() -> None:
