@@ -46,9 +46,16 @@ CREATE TABLE IF NOT EXISTS actions (
     run_id TEXT NOT NULL REFERENCES runs (run_id),
     seq INTEGER NOT NULL,  -- the record's place in the run, in the order it was made
     record TEXT NOT NULL,
+    failed INTEGER NOT NULL DEFAULT 0,  -- feedback ERROR/TIMEOUT, or not delivered
     PRIMARY KEY (run_id, seq)
 );
 """
+# A run that loops all day has many thousands of actions and few failures: listing runs
+# reads only these through the index, never every action.
+FAILED_INDEX = "CREATE INDEX IF NOT EXISTS actions_failed ON actions (run_id, seq) WHERE failed"
+FAILED_JSON = ("(json_extract(record, '$.feedback') IN ('ERROR', 'TIMEOUT') "
+               "OR json_extract(record, '$.delivery') IN ('failed', 'not sent'))")
+FAILURES_LISTED = 20  # per run, when listing runs; `failure_count` has them all
 
 
 @dataclass
@@ -79,8 +86,22 @@ def _connect(path: Path) -> sqlite3.Connection:
     # FULL: a committed action survives a power cut too, not only a crash of the process.
     conn.execute("PRAGMA synchronous=FULL")
     conn.executescript(SCHEMA)
+    if "failed" not in _columns(conn, "actions"):  # a history from before the column
+        conn.execute("ALTER TABLE actions ADD COLUMN failed INTEGER NOT NULL DEFAULT 0")
+        conn.execute(f"UPDATE actions SET failed = 1 WHERE {FAILED_JSON}")  # noqa: S608 - constant
+    conn.execute(FAILED_INDEX)
     conn.commit()
     return conn
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+
+
+def is_failure(record: dict[str, Any]) -> bool:
+    """Feedback ERROR or TIMEOUT, or a command that was not delivered."""
+    return (record.get("feedback") in ("ERROR", "TIMEOUT")
+            or record.get("delivery") in ("failed", "not sent"))
 
 
 class RunHistory:
@@ -137,17 +158,20 @@ class RunHistory:
 
         Without `seq` the record is appended as a new row.
         """
-        text = json.dumps(rec.to_json(), ensure_ascii=False)
+        data = rec.to_json()
+        text = json.dumps(data, ensure_ascii=False)
+        failed = int(is_failure(data))
         if seq is None:
             self._put(lambda c: c.execute(
-                "INSERT INTO actions (run_id, seq, record) VALUES (?, (SELECT coalesce("
-                "max(seq), -1) + 1 FROM actions WHERE run_id = ?), ?)", (run_id, run_id, text)))
+                "INSERT INTO actions (run_id, seq, record, failed) VALUES (?, (SELECT "
+                "coalesce(max(seq), -1) + 1 FROM actions WHERE run_id = ?), ?, ?)",
+                (run_id, run_id, text, failed)))
             return
         with self._written_lock:
             self._written[(run_id, seq)] = text
         self._put(lambda c: c.execute(
-            "INSERT OR REPLACE INTO actions (run_id, seq, record) VALUES (?, ?, ?)",
-            (run_id, seq, text)))
+            "INSERT OR REPLACE INTO actions (run_id, seq, record, failed) VALUES (?, ?, ?, ?)",
+            (run_id, seq, text, failed)))
 
     def record_changes(self, run: SceneRun) -> None:
         """Write every record of `run` that changed since it was last written."""
@@ -214,11 +238,15 @@ class RunHistory:
 
     # -- reads ------------------------------------------------------------------------
 
-    def last_runs(self, n: int = 20) -> list[dict[str, Any]]:
-        """The last `n` runs, newest first, each with its failures."""
+    def last_runs(self, n: int = 20, *, records: bool = True) -> list[dict[str, Any]]:
+        """The last `n` runs, newest first, each with its failures.
+
+        `records=False`: without the action records, the first `FAILURES_LISTED`
+        failures and a `failure_count` (cheap however long a run looped).
+        """
         self.flush(READ_FLUSH_TIMEOUT)
         with self._lock:
-            return read_last_runs(self._conn, n)
+            return read_last_runs(self._conn, n, records=records)
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         self.flush(READ_FLUSH_TIMEOUT)
@@ -229,10 +257,20 @@ class RunHistory:
 def _run_dict(row: sqlite3.Row, records: list[dict[str, Any]]) -> dict[str, Any]:
     run = dict(row)
     run["records"] = records
-    run["failures"] = [
-        r for r in records
-        if r.get("feedback") in ("ERROR", "TIMEOUT") or r.get("delivery") in ("failed", "not sent")
-    ]
+    run["failures"] = [r for r in records if is_failure(r)]
+    run["failure_count"] = len(run["failures"])
+    return run
+
+
+def _run_summary(conn: sqlite3.Connection, row: sqlite3.Row, failed: str) -> dict[str, Any]:
+    # `failed` is one of two constant SQL conditions, never text from outside.
+    run = dict(row)
+    run["failures"] = [json.loads(r[0]) for r in conn.execute(
+        f"SELECT record FROM actions WHERE run_id = ? AND {failed} ORDER BY seq LIMIT ?",  # noqa: S608
+        (row["run_id"], FAILURES_LISTED))]
+    run["failure_count"] = conn.execute(
+        f"SELECT count(*) FROM actions WHERE run_id = ? AND {failed}",  # noqa: S608
+        (row["run_id"],)).fetchone()[0]
     return run
 
 
@@ -242,12 +280,18 @@ def _records(conn: sqlite3.Connection, run_id: str) -> list[dict[str, Any]]:
     return [json.loads(r[0]) for r in rows]
 
 
-def read_last_runs(conn: sqlite3.Connection, n: int = 20) -> list[dict[str, Any]]:
+def read_last_runs(conn: sqlite3.Connection, n: int = 20, *,
+                   records: bool = True) -> list[dict[str, Any]]:
+    """The last `n` runs; `records=False` as in `RunHistory.last_runs`."""
     conn.row_factory = sqlite3.Row
     try:
         rows = conn.execute(
             "SELECT * FROM runs ORDER BY started_at DESC, rowid DESC LIMIT ?", (n,)).fetchall()
-        return [_run_dict(r, _records(conn, r["run_id"])) for r in rows]
+        if records:
+            return [_run_dict(r, _records(conn, r["run_id"])) for r in rows]
+        # A read-only reader of a history from before the column asks the JSON instead.
+        failed = "failed" if "failed" in _columns(conn, "actions") else FAILED_JSON
+        return [_run_summary(conn, r, failed) for r in rows]
     finally:
         conn.row_factory = None
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.history import HISTORY_NAME, RunHistory, default_path
+from runner.history import FAILURES_LISTED, HISTORY_NAME, RunHistory, default_path
 from runner.model import Config
 from runner.records import ActionRecord, Delivery, FeedbackStatus, Outcome, SceneRun
 from tests.brokers import Mosquitto
@@ -202,3 +202,58 @@ def test_a_scene_looping_past_the_players_kept_rounds_keeps_every_action_in_the_
                 and r["delivery"] == "sent"]
     assert len(timeline) == len(set(timeline)), "a record was written twice"
     assert {(n, i) for n in range(rounds) for i in (0, 1)} <= set(timeline)
+
+
+def test_listing_runs_reads_only_the_failures_of_a_long_loop(tmp_path: Path) -> None:
+    # The dashboard lists the last runs at every snapshot: a scene looping all day must
+    # not be read action by action each time, only its few failures, through an index.
+    history = RunHistory(tmp_path / HISTORY_NAME)
+    run = _run(run_id="loop")
+    run.records = []
+    history.record_start(run)
+    for seq in range(3000):
+        rec = ActionRecord(index=seq % 5, round=seq // 5, planned=float(seq), route="mqtt",
+                           topic="room1/spot1", message="ON", actual=float(seq),
+                           delivery=Delivery.SENT, feedback=FeedbackStatus.OK)
+        if seq % 100 == 7:
+            rec.feedback = FeedbackStatus.TIMEOUT
+        history.record_action(run.run_id, rec, seq)
+    try:
+        assert history.flush(60), "3000 writes not committed"
+        [listed] = history.last_runs(records=False)
+        assert "records" not in listed
+        assert listed["failure_count"] == 30
+        assert len(listed["failures"]) == FAILURES_LISTED
+        assert all(f["feedback"] == "TIMEOUT" for f in listed["failures"])
+        with history._lock:  # the query the listing runs goes through the partial index
+            plan = " ".join(str(r) for r in history._conn.execute(
+                "EXPLAIN QUERY PLAN SELECT count(*) FROM actions WHERE run_id = ? AND failed",
+                ("loop",)))
+        assert "actions_failed" in plan, plan
+        [full] = history.last_runs()  # with records, as before
+        assert len(full["records"]) == 3000 and full["failure_count"] == 30
+    finally:
+        history.close()
+
+
+def test_a_history_from_before_the_failed_column_is_upgraded(tmp_path: Path) -> None:
+    db = tmp_path / HISTORY_NAME
+    old = sqlite3.connect(db)
+    old.executescript(
+        "CREATE TABLE runs (run_id TEXT PRIMARY KEY, scene TEXT NOT NULL, name TEXT NOT NULL,"
+        " trigger TEXT NOT NULL, started_at REAL NOT NULL, ended_at REAL, duration REAL,"
+        " outcome TEXT NOT NULL);"
+        "CREATE TABLE actions (run_id TEXT NOT NULL, seq INTEGER NOT NULL,"
+        " record TEXT NOT NULL, PRIMARY KEY (run_id, seq));"
+        "INSERT INTO runs VALUES ('r0', 'intro', 'Intro', 'cmd', 1.0, 2.0, 1.0, 'completed');"
+        "INSERT INTO actions VALUES ('r0', 0, '{\"topic\": \"room1/a\", \"feedback\": \"OK\"}');"
+        "INSERT INTO actions VALUES ('r0', 1,"
+        " '{\"topic\": \"room1/b\", \"feedback\": \"ERROR\"}');")
+    old.commit()
+    old.close()
+    history = RunHistory(db)
+    try:
+        [listed] = history.last_runs(records=False)
+        assert listed["failure_count"] == 1 and listed["failures"][0]["topic"] == "room1/b"
+    finally:
+        history.close()

@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"No runs recorded yet: {path} does not exist (runner serve writes it).")
         return EXIT_OK
     try:
-        runs = read_last_runs(conn, max(1, args.limit))
+        runs = read_last_runs(conn, max(1, args.limit), records=False)
     except sqlite3.Error as e:
         print(f"runner history: {path} cannot be read ({e}); check that it is a run "
               "history and that you may read it (the service's user may: sudo -u runner "
@@ -58,4 +58,7 @@ def _failures(run: dict[str, Any]) -> str:
     for f in run["failures"]:
         what = f["feedback"] if f["feedback"] in ("ERROR", "TIMEOUT") else f["delivery"]
         parts.append(f"{f['topic']}={f['message']} {what} at {f['planned']:g}s")
+    more = run.get("failure_count", len(parts)) - len(parts)
+    if more > 0:
+        parts.append(f"and {more} more")
     return "; ".join(parts) or "-"

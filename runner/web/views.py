@@ -56,7 +56,8 @@ class PlayerView(Protocol):
 
 
 class HistoryView(Protocol):
-    def last_runs(self, n: int = 20) -> Sequence[Mapping[str, Any]]: ...
+    def last_runs(self, n: int = 20, *,
+                  records: bool = True) -> Sequence[Mapping[str, Any]]: ...
 
 
 class Room(Protocol):
@@ -291,18 +292,12 @@ def shows_view(room: Room, tz: tzinfo) -> dict[str, Any]:
 def history_view(room: Room, tz: tzinfo) -> dict[str, Any]:
     """The last runs; per-action records are left to `runner history` to keep this small."""
     runs = []
-    for run in room.history.last_runs(RUNS_SHOWN):
+    # Without the records: a scene that looped all day has thousands, rebuilt per snapshot.
+    for run in room.history.last_runs(RUNS_SHOWN, records=False):
         item = {k: v for k, v in run.items() if k != "records"}
         for key in ("started_at", "ended_at"):
             if isinstance(item.get(key), (int, float)):
                 item[key] = iso(item[key], tz)
-        records = run.get("records")
-        if "failures" not in item and isinstance(records, list):
-            item["failures"] = sum(
-                1 for r in records if isinstance(r, Mapping)
-                and (r.get("feedback") in ("ERROR", "TIMEOUT")
-                     or r.get("delivery") in ("failed", "not sent"))
-            )
         runs.append(item)
     return {"runs": runs}
 

@@ -182,7 +182,8 @@ function renderRuns(part) {
     li.append(el("span", `badge ${good ? "ok" : running ? "unknown" : "bad"}`, outcome));
     li.append(el("span", "name", r.name || r.scene || r.scene_id || "?"));
     if (r.trigger) li.append(el("span", "muted", r.trigger));
-    const failures = Array.isArray(r.failures) ? r.failures.length : r.failures;
+    const failures = typeof r.failure_count === "number" ? r.failure_count
+      : Array.isArray(r.failures) ? r.failures.length : r.failures;
     if (failures) li.append(el("span", "muted", `${failures} failed`));
     li.append(el("span", "when", formatTime(r.started_at, true)));
     return li;
