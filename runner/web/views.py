@@ -52,7 +52,7 @@ class TrackerView(Protocol):
 
 
 class PlayerView(Protocol):
-    def state(self) -> Mapping[str, object]: ...
+    def state(self, *, records: bool = True) -> Mapping[str, object]: ...
 
 
 class HistoryView(Protocol):
@@ -124,7 +124,7 @@ class FailureClock:
 def status_view(room: Room, tz: tzinfo) -> dict[str, Any]:
     health = dict(room.client.health())
     devices = room.registry.get_all_devices()
-    state = room.player.state()
+    state = room.player.state(records=False)  # only which scene: scene_view has the cues
     return {
         "room": room.config.room,
         "now": iso(time.time(), tz),
