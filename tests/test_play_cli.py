@@ -115,6 +115,26 @@ def test_qos_and_retain_are_published_as_written(tmp_path: Path, mosquitto: Mosq
     assert got.empty()  # room1/door was not retained
 
 
+def test_a_start_names_the_devices_it_needs_that_are_not_online(
+        tmp_path: Path, mosquitto: Mosquitto) -> None:
+    config = room(tmp_path, mosquitto, """\
+        name: Two devices
+        actions:
+          - {at: 0, topic: room1/light, message: ON, feedback: none}
+          - {at: 0, topic: room1/steam, message: "ON", feedback: none}
+        """)
+    config.write_text(config.read_text() + "devices:\n  esp32_01: [room1/light]\n"
+                      "  esp32_02: [room1/steam]\n  esp32_03: [room1/other]\n")
+    device = Device(mosquitto, "esp32_01")
+    try:
+        device.online()
+        result = run_runner("play", "show", "--config", str(config))
+    finally:
+        device.close()
+    assert result.returncode == 0, result.stderr
+    assert "show needs device(s) that are not online: esp32_02 (never seen);" in result.stderr
+
+
 def test_simulate_publishes_nothing(tmp_path: Path, mosquitto: Mosquitto,
                                     recorder: Recorder) -> None:
     config = room(tmp_path, mosquitto, """\

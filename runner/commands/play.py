@@ -24,10 +24,12 @@ from runner.player import Player
 from runner.records import ActionRecord, Delivery, Outcome, SceneRun
 from runner.report import cue_line, feedback_line, status_line, table, write_json
 from runner.scenefile import load_scene, resolve_scene_ref
+from runner.service import devices_needed
 
 log = logging.getLogger("player")
 
 PROGRESS_INTERVAL = 0.1  # seconds between redraws of the live line on a terminal
+PRESENCE_WAIT = 0.5  # seconds for retained device presence to arrive before the start
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -82,6 +84,33 @@ def _load(args: argparse.Namespace) -> tuple[Config, Scene]:
     return config, load_scene(path, default_room=config.room, media_dir=config.media_dir)
 
 
+def _log_offline_devices(scene: Scene, config: Config, registry: DeviceRegistry,
+                         wait: float) -> None:
+    """Name the devices the scene needs that are not online, as `runner serve` does.
+
+    Presence is retained, so it arrives right after connecting; at most `wait` seconds
+    are given to it, and only when the config lists devices the scene uses.
+    """
+    needed = devices_needed(scene, config)
+    if not needed:
+        return
+    heard = threading.Event()
+
+    def check(_info: object = None) -> None:
+        if set(needed) <= set(registry.get_all_devices()):
+            heard.set()
+
+    registry.add_listener(check)
+    check()
+    heard.wait(wait)
+    known = registry.get_all_devices()
+    missing = [f"{d} ({'offline' if d in known else 'never seen'})" for d in needed
+               if d not in known or not known[d].online]
+    if missing:
+        log.warning("%s needs device(s) that are not online: %s; their commands will not "
+                    "be confirmed", scene.id, ", ".join(missing))
+
+
 def run(args: argparse.Namespace) -> int:
     config, scene = _load(args)
 
@@ -92,12 +121,14 @@ def run(args: argparse.Namespace) -> int:
     if not args.simulate:
         client = MQTTClient.from_config(config)
         overrides = (a.feedback_topic for a in scene.actions if a.feedback_topic)
-        handler = MessageHandler(DeviceRegistry(), tracker, status_topics=config.status_topics,
+        registry = DeviceRegistry()
+        handler = MessageHandler(registry, tracker, status_topics=config.status_topics,
                                  feedback_topics=feedback_filters(overrides))
         client.set_handlers(on_message=handler.handle_message)
         for topic_filter in handler.topic_filters():
             client.subscribe(topic_filter)
-        client.connect()  # False: simulation mode, reconnecting in the background
+        if client.connect():  # False: simulation mode, reconnecting in the background
+            _log_offline_devices(scene, config, registry, PRESENCE_WAIT)
     player = Player(client or SimulatedPublisher(), tracker, media, config)
     progress = Progress(sys.stdout)
     player.add_record_listener(progress.on_record)
