@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import tzlocal
@@ -29,6 +29,7 @@ log = logging.getLogger("shows")
 GRACE_SECONDS = 60.0  # a show later than this (reboot, clock jump, busy room) is skipped
 TICK_SECONDS = 1.0  # how often the loop looks at the clock: bounds the reaction to a jump
 CLOCK_JUMP_SECONDS = 5.0  # wall vs monotonic disagreement that counts as a clock jump
+JUST_AFTER = timedelta(microseconds=1)  # the clock's resolution
 
 # Crontab numbering: 0 (and 7) is Sunday. APScheduler numbers from Monday, so days
 # are handed to it by name, which both read the same way.
@@ -296,8 +297,9 @@ class ShowScheduler:
                         "%.0f s grace); it is never played late",
                         p.show.scene, _when(p.at), late, self._grace,
                     )
-                # From now, not from p.at: after a long jump, every missed start is passed over.
-                p.at = next_start(p.trigger, now)
+                # From now, not from p.at: after a long jump, every missed start is passed
+                # over. Strictly after now: a fire time equal to `now` counts as next.
+                p.at = next_start(p.trigger, now + JUST_AFTER)
             upcoming = [p.at.timestamp() for p in self._plans if p.at is not None]
         for show, planned in due:
             log.info("Show %s due (planned %s, %s)", show.scene, _when(planned), describe(show))

@@ -223,3 +223,18 @@ def test_daylight_saving_change_is_not_a_clock_jump_but_a_real_jump_is(
     clocks.advance(1)
     sched.step()
     assert fired == [datetime(2026, 10, 25, 10, 0, tzinfo=BERLIN)]
+
+
+def test_a_clock_reading_exactly_the_starting_second_starts_the_show_once() -> None:
+    # APScheduler's next fire time counts `now` itself: planned again from exactly
+    # 10:00:00.000000, the show would be due at 10:00 once more and start twice.
+    moment = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+    fired: list[tuple[str, datetime]] = []
+    sched = ShowScheduler((Show(scene="intro", time="10:00"),),
+                          lambda show, at: fired.append((show.scene, at)), UTC,
+                          now=lambda: moment, monotonic=lambda: 0.0)
+    sched._plan_all(moment - timedelta(seconds=1))
+    sched.step()
+    sched.step()
+    assert fired == [("intro", moment)]
+    assert sched.next_starts()[0][1] == datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
