@@ -16,6 +16,8 @@ const CUE_STATES = {
   "no-feedback": ["–", "no feedback"],
 };
 
+const NEUTRAL_OUTCOMES = ["running", "stopped", "shutdown"];
+
 const page = {
   timezone: undefined,  // the room's, from the snapshot
   scene: null,          // the scene part of the last snapshot
@@ -177,9 +179,10 @@ function renderRuns(part) {
   const items = part.runs.map((r) => {
     const li = el("li");
     const outcome = r.outcome || "?";
-    const good = outcome === "completed";
-    const running = outcome === "running";
-    li.append(el("span", `badge ${good ? "ok" : running ? "unknown" : "bad"}`, outcome));
+    // Red is for what went wrong; a run someone stopped, or the service stopping, is grey.
+    const tone = outcome === "completed" ? "ok"
+      : NEUTRAL_OUTCOMES.includes(outcome) ? "unknown" : "bad";
+    li.append(el("span", `badge ${tone}`, outcome));
     li.append(el("span", "name", r.name || r.scene || r.scene_id || "?"));
     if (r.trigger) li.append(el("span", "muted", r.trigger));
     const failures = typeof r.failure_count === "number" ? r.failure_count
