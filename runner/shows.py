@@ -190,6 +190,7 @@ class _Planned:
     show: Show
     trigger: BaseTrigger
     at: datetime | None
+    started: datetime | None = None  # the last start handed on: never handed on twice
 
 
 class ShowScheduler:
@@ -252,7 +253,9 @@ class ShowScheduler:
     def _plan_all(self, now: datetime, announce: bool = False) -> None:
         with self._lock:
             for p in self._plans:
-                p.at = next_start(p.trigger, now)
+                # After the clock went back, a start already played is not played again.
+                after = now if p.started is None else max(now, p.started + JUST_AFTER)
+                p.at = next_start(p.trigger, after)
                 if announce or log.isEnabledFor(logging.DEBUG):
                     log.log(logging.INFO if announce else logging.DEBUG,
                             "Show %s (%s): next start %s", p.show.scene, describe(p.show),
@@ -291,6 +294,7 @@ class ShowScheduler:
                 late = now.timestamp() - p.at.timestamp()
                 if late <= self._grace:
                     due.append((p.show, p.at))
+                    p.started = p.at
                 else:
                     log.warning(
                         "Show %s skipped: planned for %s, missed by %.0f s (more than the "

@@ -238,3 +238,21 @@ def test_a_clock_reading_exactly_the_starting_second_starts_the_show_once() -> N
     sched.step()
     assert fired == [("intro", moment)]
     assert sched.next_starts()[0][1] == datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+
+
+def test_the_clock_going_back_after_a_show_does_not_play_that_show_again(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # NTP pulls back a clock that ran ahead: the 10:00 show was already played at what
+    # the clock called 10:00, and must not be played a second time at the real 10:00.
+    caplog.set_level(logging.WARNING, logger="shows")
+    clock = FakeWallClock(datetime(2026, 11, 30, 9, 59, 59, tzinfo=UTC))
+    sched, fired = _scheduler((Show(scene="intro", time="10:00"),), clock)
+    sched.start()
+    try:
+        wait_until(lambda: fired, timeout=6, what="the 10:00 show")
+        clock.jump_to(datetime(2026, 11, 30, 9, 59, 50, tzinfo=UTC))
+        wait_until(lambda: "jumped" in caplog.text, timeout=6, what="the jump noticed")
+        assert sched.next_starts()[0][1] == datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+        assert fired == [("intro", datetime(2026, 11, 30, 10, 0, tzinfo=UTC))]
+    finally:
+        sched.stop()
