@@ -70,6 +70,9 @@ def check(doc: Document, name: str) -> list[Diagnostic]:
     return list(out)
 
 
+MERGE_KEY = ("'<<' merge keys (<<: *name) are YAML 1.1, and files are read as YAML 1.2 so "
+             "that what you write is what is sent; write the keys out in each item")
+
 _TYPE_WORDS = {
     "object": "a mapping (key: value)",
     "array": "a list (- item)",
@@ -124,6 +127,7 @@ def _translate(error: Any, doc: Document) -> list[Diagnostic]:
         return [
             doc.diagnostic(
                 (*path, key),
+                MERGE_KEY if key == "<<" else
                 f"unknown key {key!r}{did_you_mean(key, known) or _allowed(known)}",
                 key=True,
             )

@@ -103,6 +103,13 @@ def test_unknown_key_suggests_the_right_one(tmp_path: Path) -> None:
     assert "missing required key 'message'" in out  # and every error at once
 
 
+def test_a_yaml_1_1_merge_key_is_explained(tmp_path: Path) -> None:
+    text = ("actions:\n  - &cue {at: 0, topic: a/b, message: X}\n"
+            "  - <<: *cue\n    at: 1\n")
+    assert_rejected(tmp_path, text, 3, "$.actions[1]['<<']: '<<' merge keys (<<: *name) "
+                    "are YAML 1.1")
+
+
 def test_wrong_types_are_each_reported(tmp_path: Path) -> None:
     text = GOOD + ("  - at: [1]\n    topic: room1/x\n    message: A\n"
                    "    qos: high\n    retain: yes\n")
