@@ -339,6 +339,15 @@ class Player:
                             cues[0][1].planned, late * 1000)
             for _, rec in cues:
                 self._notify("action", live.run, rec)
+            unsent = next((a for a, rec in cues if a.feedback is FeedbackPolicy.REQUIRED
+                           and rec.delivery in (Delivery.NOT_SENT, Delivery.FAILED)), None)
+            if unsent is not None:
+                # Never sent can never be confirmed: what follows must not run without it.
+                log.error("required command %s = %s was not sent: stopping %s into its "
+                          "safe state", unsent.topic, unsent.message, live.scene.id)
+                self._queue.clear()
+                self._stop_live(live, Outcome.ABORTED, keep_queue=False)
+                return
             self._check_done(live)
 
     def _send(self, live: _Live, action: Action, rec: ActionRecord) -> Delivery:

@@ -265,6 +265,22 @@ def test_a_failed_required_feedback_stops_into_the_safe_state(
     assert recorder.payloads("room1/motor") == []
 
 
+def test_a_required_command_not_sent_stops_into_the_safe_state(
+        rig: Rig, mosquitto: Mosquitto) -> None:
+    # The broker is lost: `required` steam was recorded `not sent` and the scene went on,
+    # so the motor would have started once the broker was back.
+    mosquitto.kill()
+    wait_until(lambda: not rig.client.connected, 5, what="the runner to see the drop")
+    run = rig.play(scene(act(0, "room1/steam", "ON", feedback=FeedbackPolicy.REQUIRED),
+                         act(0.5, "room1/motor", "START", feedback=NONE),
+                         on_stop=(act(0, "room1/steam", "OFF"),)))
+    assert rig.player.wait(5)
+    assert run.outcome is Outcome.ABORTED
+    assert [(r.topic, r.delivery) for r in run.records] == [
+        ("room1/steam", Delivery.NOT_SENT), ("room1/motor", Delivery.CANCELLED),
+        ("room1/steam", Delivery.NOT_SENT), ("room1/fog", Delivery.NOT_SENT)]
+
+
 def test_mode_single_refuses_a_second_start(rig: Rig, recorder: Recorder) -> None:
     s = scene(act(0, "room1/a", "1", feedback=NONE), act(0.5, "room1/a", "2", feedback=NONE))
     rig.play(s)
