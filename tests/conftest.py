@@ -13,6 +13,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.brokers import Mosquitto, find_mosquitto
 
@@ -106,13 +107,13 @@ class Recorder:
 @pytest.fixture
 def recorder(mosquitto: Mosquitto) -> Iterator[Recorder]:
     """Subscribed to '#' on the test broker before the test starts."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-recorder")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-recorder")
     rec = Recorder(client)
     subscribed = threading.Event()
 
     def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         with rec.lock:
-            rec.messages.append(Received(msg.topic, msg.payload, bool(msg.retain),
+            rec.messages.append(Received(msg.topic, bytes(msg.payload), bool(msg.retain),
                                          time.monotonic()))
 
     def on_connect(c: mqtt.Client, _u: object, _f: object, _rc: object, _p: object) -> None:
