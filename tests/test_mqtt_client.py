@@ -36,7 +36,7 @@ def retained_now(broker: Mosquitto, topic_filter: str, marker: str,
 
     def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         with lock:
-            got[msg.topic] = msg.payload
+            got[msg.topic] = bytes(msg.payload)
 
     client.on_message = on_message
     client.on_connect = lambda c, *a: c.subscribe(topic_filter, qos=1)
@@ -162,7 +162,7 @@ def test_broker_killed_and_restarted_while_messages_flow(mosquitto: Mosquitto,
                                                          recorder: Recorder) -> None:
     outage = 1.5  # longer than the lateness we tolerate, so a late message would show
     tolerance = 1.0
-    recorder.client.reconnect_delay_set(0.05, 0.2)
+    recorder.client.reconnect_delay_set(0.05, 0.2)  # type: ignore[arg-type]  # paho takes floats
     with stack_on(mosquitto) as stack:
         sent: list[Sent] = []
         stop = threading.Event()
@@ -234,7 +234,7 @@ def test_raw_paho_would_send_that_command_late(mosquitto: Mosquitto) -> None:
     """The control: the same fault with a plain paho client does deliver the stale command,
     so the test above really exercises paho's resend."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="raw-paho")
-    client.reconnect_delay_set(0.05, 0.2)
+    client.reconnect_delay_set(0.05, 0.2)  # type: ignore[arg-type]  # paho takes floats
     connects = []
     client.on_connect = lambda *a: connects.append(1)
     client.connect(mosquitto.host, mosquitto.port)

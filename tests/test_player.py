@@ -12,6 +12,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from runner.media import MediaBackend, SimulatedMedia
 from runner.model import Action, BrokerConfig, Config, FeedbackPolicy, Mode, Scene
@@ -94,9 +95,13 @@ class Device:
     """A stand-in ESP32: answers every command on its topics on `<room>/status`."""
 
     def __init__(self, broker: Mosquitto, topics: list[str], answer: str = "OK") -> None:
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-device")
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-device")
         ready = threading.Event()
-        self.client.on_connect = lambda c, *_: [c.subscribe(t, 1) for t in topics]
+        def on_connect(c: mqtt.Client, *_: object) -> None:
+            for t in topics:
+                c.subscribe(t, 1)
+
+        self.client.on_connect = on_connect
         self.client.on_subscribe = lambda *_: ready.set()
 
         def on_message(c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
@@ -337,7 +342,7 @@ class Subscriber:
 
     def __init__(self, broker: Mosquitto, name: str) -> None:
         self.messages: list[tuple[str, str, float]] = []
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=name)
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=name)
         self.client.reconnect_delay_set(60, 60)  # one connection: no silent comeback
         ready = threading.Event()
         self.client.on_connect = lambda c, *_: c.subscribe("#", 1)
