@@ -123,8 +123,10 @@ class Document:
     key_positions: dict[JsonPath, Position] = field(default_factory=dict)
     texts: dict[JsonPath, str] = field(default_factory=dict)  # source text of scalars
     secret_paths: set[JsonPath] = field(default_factory=set)
-    # The loader's own errors (refused tags, duplicate keys), kept when loaded `partial`.
+    # The loader's own errors (refused tags, duplicate keys), kept when loaded `partial`,
+    # and where a refused value left None in its place.
     problems: list[Diagnostic] = field(default_factory=list)
+    refused: set[str] = field(default_factory=set)
 
     def position(self, path: JsonPath, *, key: bool = False) -> Position:
         """Where `path` starts (its key when `key`); the nearest known ancestor otherwise."""
@@ -151,8 +153,7 @@ class Document:
     def with_problems(self, found: list[Diagnostic]) -> list[Diagnostic]:
         """The loader's problems plus the checks' `found`, less those about a value the
         loader refused (a refused `!tag` is None to the checks: "not nothing" says nothing)."""
-        refused = {d.json_path for d in self.problems}
-        return [*self.problems, *(d for d in found if d.json_path not in refused)]
+        return [*self.problems, *(d for d in found if d.json_path not in self.refused)]
 
     def diagnostic(self, path: JsonPath, message: str, *, key: bool = False,
                    severity: Severity = Severity.ERROR) -> Diagnostic:
@@ -347,6 +348,11 @@ class _Builder:
         self.errors.append(Diagnostic(self.doc.file, m.line + 1, m.column + 1, message,
                                       json_path(path)))
 
+    def refuse(self, node: Node, path: JsonPath, message: str) -> None:
+        """An error whose value is left out: None stands in its place."""
+        self.error(node, path, message)
+        self.doc.refused.add(json_path(path))
+
     def build(self, node: Node, path: JsonPath, depth: int) -> Any:
         self.doc.positions[path] = Position(node.start_mark.line + 1, node.start_mark.column + 1)
         tag = node.tag
@@ -356,29 +362,29 @@ class _Builder:
                 try:
                     value = self.tags[tag](node.value)
                 except TagError as e:
-                    self.error(node, path, str(e))
+                    self.refuse(node, path, str(e))
                     return None
                 self.doc.secret_paths.add(path)
                 return value
             return self.scalar(node, path)
         if tag in self.tags:
-            self.error(node, path, f"{tag} takes a single name, e.g. `{tag} mqtt_password`")
+            self.refuse(node, path, f"{tag} takes a single name, e.g. `{tag} mqtt_password`")
             return None
         if isinstance(node, SequenceNode):
             if tag != _SEQ:
-                self.unknown_tag(node, path)
+                self.error(node, path, self.unknown_tag(node))
             return [self.build(child, (*path, i), depth + 1) for i, child in enumerate(node.value)]
         if isinstance(node, MappingNode):
             if tag != _MAP:
-                self.unknown_tag(node, path)
+                self.error(node, path, self.unknown_tag(node))
             return self.mapping(node, path, depth)
         raise AssertionError(f"unexpected YAML node {node!r}")  # pragma: no cover
 
-    def unknown_tag(self, node: Node, path: JsonPath) -> None:
+    def unknown_tag(self, node: Node) -> str:
+        """The sentence for a tag that is not ours (such a value is never constructed)."""
         tag = node.tag.replace("tag:yaml.org,2002:", "!!")
         allowed = ", ".join(sorted(self.tags)) or "none in this file"
-        self.error(node, path, f"tag {tag} is not allowed (refused, never constructed); "
-                               f"allowed tags: {allowed}")
+        return f"tag {tag} is not allowed (refused, never constructed); allowed tags: {allowed}"
 
     def mapping(self, node: MappingNode, path: JsonPath, depth: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -427,7 +433,7 @@ class _Builder:
                     return math.nan
                 return float(text)
         except ValueError:
-            self.error(node, path, f"{text!r} is not a valid {tag.rsplit(':', 1)[-1]}")
+            self.refuse(node, path, f"{text!r} is not a valid {tag.rsplit(':', 1)[-1]}")
             return None
-        self.unknown_tag(node, path)
+        self.refuse(node, path, self.unknown_tag(node))
         return None

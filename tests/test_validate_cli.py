@@ -227,6 +227,12 @@ def test_loader_and_schema_errors_are_reported_together(tmp_path: Path) -> None:
     assert "4 errors" in out  # the refused name is not also "expected text, not nothing"
 
 
+def test_a_duplicate_key_does_not_hide_the_first_value_s_error(tmp_path: Path) -> None:
+    out = assert_rejected(tmp_path, "actions:\n  - {at: soon, at: 1, topic: a/b, message: X}\n",
+                          2, "duplicate key 'at'")
+    assert "$.actions[0].at: 'soon' is not a time" in out
+
+
 def test_message_as_a_list_is_a_type_error(tmp_path: Path) -> None:
     assert_rejected(tmp_path, GOOD.replace("message: ON", "message: [ON]"), 5,
                     "a message is text")
