@@ -41,13 +41,13 @@ def test_plan_by_path_keeps_messages_as_written(tmp_path: Path) -> None:
     scene.write_text(
         "name: Odd messages\nloop: 3\nactions:\n"
         "  - {at: '1:02:03.5', topic: r/code, message: 0172, feedback: none}\n"
-        "  - {at: 1, topic: r/flag, message: yes, label: Flag}\n"
+        "  - {at: 1, topic: r/flag, message: yes, label: Flag, feedback_topic: r/flag/ack}\n"
         "  - {at: 2, topic: r/video, message: stop}\n", encoding="utf-8")
     result = run_runner("plan", str(scene), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "plays 3 rounds of 1:02:03.500" in result.stdout
     assert rows(result.stdout) == [
-        ["0:00:01.000", "Flag", "r/flag", "yes", "mqtt", "expect"],
+        ["0:00:01.000", "Flag", "r/flag", "yes", "mqtt", "expect on r/flag/ack"],
         ["0:00:02.000", "r/video", "stop", "video", "—"],
         ["1:02:03.500", "r/code", "0172", "mqtt", "none"],
     ]

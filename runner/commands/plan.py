@@ -10,7 +10,7 @@ from typing import TextIO
 from runner.checks import format_offset
 from runner.cli import EXIT_OK
 from runner.commands._common import config_from_args
-from runner.model import Action, Scene
+from runner.model import Action, FeedbackPolicy, Scene
 from runner.report import aligned
 from runner.scenefile import load_scene, resolve_scene_ref
 
@@ -43,7 +43,11 @@ def _message(action: Action) -> str:
 
 
 def _feedback(action: Action) -> str:
-    return NO_FEEDBACK if action.is_media else action.feedback.value
+    if action.is_media:
+        return NO_FEEDBACK
+    if action.feedback_topic and action.feedback is not FeedbackPolicy.NONE:
+        return f"{action.feedback.value} on {action.feedback_topic}"  # not <room>/status
+    return action.feedback.value
 
 
 def write_plan(scene: Scene, out: TextIO, *, feedback_timeout: float) -> None:
