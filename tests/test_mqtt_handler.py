@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from paho.mqtt.client import topic_matches_sub
 
 from runner.mqtt.feedback import FeedbackTracker
-from runner.mqtt.handler import MessageHandler, TopicFilter, device_id_from
+from runner.mqtt.handler import MessageHandler, TopicFilter, device_id_from, feedback_filters
 from runner.mqtt.registry import DeviceRegistry
 from runner.records import Delivery, FeedbackResult, FeedbackStatus
 from tests.brokers import Mosquitto
@@ -96,6 +96,12 @@ def test_unknown_topics_are_debug_logged(caplog: pytest.LogCaptureFixture) -> No
     [record] = [r for r in caplog.records if r.name == "mqtt_handler"]
     assert record.levelno == logging.DEBUG and "museum/weather" in record.getMessage()
     tracker.close()
+
+
+def test_feedback_filters_add_only_uncovered_feedback_topics() -> None:
+    assert feedback_filters(["room1/door/ack", "room1/status", "devices/esp32_01/status",
+                             "room1/door/ack"], status_topics=["devices/+/status"]) == (
+        "+/status", "room1/door/ack")
 
 
 def test_device_id_from_wildcards() -> None:

@@ -123,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
         overrides = (a.feedback_topic for a in scene.actions if a.feedback_topic)
         registry = DeviceRegistry()
         handler = MessageHandler(registry, tracker, status_topics=config.status_topics,
-                                 feedback_topics=feedback_filters(overrides))
+                                 feedback_topics=feedback_filters(
+                                     overrides, status_topics=config.status_topics))
         client.set_handlers(on_message=handler.handle_message)
         for topic_filter in handler.topic_filters():
             client.subscribe(topic_filter)

@@ -65,14 +65,16 @@ class TopicFilter:
         return "/".join(picked) or "/".join(levels)
 
 
-def feedback_filters(overrides: Iterable[str]) -> tuple[str, ...]:
-    """`+/status` and every `feedback_topic` override it does not already cover.
+def feedback_filters(overrides: Iterable[str], *, status_topics: Sequence[str] = (),
+                     ) -> tuple[str, ...]:
+    """`+/status` and every `feedback_topic` override neither it nor `status_topics` covers.
 
-    Without its own subscription an answer on `room1/door/ack` never reaches the tracker.
+    Without its own subscription an answer on `room1/door/ack` never reaches the tracker;
+    with two overlapping ones the broker may deliver one OK twice.
     """
-    room = [TopicFilter(f) for f in ROOM_FEEDBACK_TOPICS]
+    covered = [TopicFilter(f) for f in (*ROOM_FEEDBACK_TOPICS, *status_topics)]
     extra = [t for t in dict.fromkeys(overrides)
-             if not any(f.match(t.split("/")) for f in room)]
+             if not any(f.match(t.split("/")) for f in covered)]
     return (*ROOM_FEEDBACK_TOPICS, *extra)
 
 
