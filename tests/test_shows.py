@@ -94,11 +94,11 @@ def test_next_starts_cron_and_time_with_days_in_the_config_timezone() -> None:
     assert starts["daily"] == datetime(2026, 11, 30, 8, 30, tzinfo=BERLIN)
 
 
-def _scheduler(shows: tuple[Show, ...], clock: FakeWallClock, **kw: float
-               ) -> tuple[ShowScheduler, list[tuple[str, datetime]]]:
+def _scheduler(shows: tuple[Show, ...], clock: FakeWallClock, *, grace: float = 60.0,
+               tick: float = 0.05) -> tuple[ShowScheduler, list[tuple[str, datetime]]]:
     fired: list[tuple[str, datetime]] = []
     sched = ShowScheduler(shows, lambda s, at: fired.append((s.scene, at)), UTC, now=clock,
-                          tick=kw.pop("tick", 0.05), **kw)
+                          tick=tick, grace=grace)
     return sched, fired
 
 
