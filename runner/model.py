@@ -91,6 +91,11 @@ class Scene:
     def loops_forever(self) -> bool:
         return self.rounds is None
 
+    @property
+    def feedback_topics(self) -> tuple[str, ...]:
+        """The `feedback_topic` overrides of its actions: each needs its own subscription."""
+        return tuple(dict.fromkeys(a.feedback_topic for a in self.actions if a.feedback_topic))
+
 
 @dataclass(frozen=True)
 class TLSConfig:
@@ -190,6 +195,16 @@ class Config:
     @property
     def runner_cmd_topic(self) -> str:
         return f"runner/{self.room}/cmd"
+
+    def devices_needed(self, scene: Scene) -> list[str]:
+        """The devices (from `devices`) that serve the scene's MQTT topics, in first-use order."""
+        needed: dict[str, None] = {}
+        for action in (*scene.actions, *scene.on_stop):
+            if not action.is_media:
+                device = self.device_for_topic(action.topic)
+                if device is not None:
+                    needed[device] = None
+        return list(needed)
 
     def device_for_topic(self, topic: str) -> str | None:
         """The device that serves `topic`, from the `devices` map."""

@@ -31,7 +31,7 @@ from runner.media import MediaBackend, is_stop, open_backend
 from runner.model import Config, Mode, Scene, Show, Trigger
 from runner.mqtt.client import MQTTClient
 from runner.mqtt.feedback import FeedbackTracker
-from runner.mqtt.handler import MessageHandler
+from runner.mqtt.handler import MessageHandler, feedback_filters
 from runner.mqtt.registry import DeviceInfo, DeviceRegistry
 from runner.player import Player
 from runner.records import ActionRecord, FeedbackResult, SceneRun
@@ -54,15 +54,10 @@ RESULTS_IN_STATE = 10  # feedback results carried in the retained state
 ChangeListener = Callable[[], None]
 
 
-def devices_needed(scene: Scene, config: Config) -> list[str]:
-    """The devices (from `devices`) that serve the scene's MQTT topics, in first-use order."""
-    needed: dict[str, None] = {}
-    for action in (*scene.actions, *scene.on_stop):
-        if not action.is_media:
-            device = config.device_for_topic(action.topic)
-            if device is not None:
-                needed[device] = None
-    return list(needed)
+def feedback_topics(scenes: Mapping[str, Scene], config: Config) -> tuple[str, ...]:
+    """`+/status` plus every scene's `feedback_topic` overrides that it does not cover."""
+    overrides = (t for scene in scenes.values() for t in scene.feedback_topics)
+    return feedback_filters(overrides, status_topics=config.status_topics)
 
 
 def scenes_at_start(config: Config) -> dict[str, Scene]:
@@ -133,7 +128,8 @@ class RoomService:
         self.registry = DeviceRegistry()
         self.tracker = FeedbackTracker(timeout=config.feedback_timeout, devices=config.devices)
         self.handler = MessageHandler(self.registry, self.tracker,
-                                      status_topics=config.status_topics)
+                                      status_topics=config.status_topics,
+                                      feedback_topics=feedback_topics(self.scenes, config))
         self.media: MediaBackend = open_backend(config.media_dir, dummy=dummy_media)
         self.player = self._new_player(config)
         self.history = open_history(history_path or default_path(config))
@@ -309,6 +305,7 @@ class RoomService:
             self.scenes = scenes
             self._tz = tz
             self.triggers.set_triggers(new.triggers)
+            self.handler.set_feedback_topics(feedback_topics(scenes, new))
             self._route_topics()
             self.shows.stop()
             self.shows = self._new_shows(new)
@@ -357,7 +354,7 @@ class RoomService:
 
     def offline_devices(self, scene: Scene) -> list[str]:
         online = set(self.registry.get_connected_devices())
-        return [d for d in devices_needed(scene, self.config) if d not in online]
+        return [d for d in self.config.devices_needed(scene) if d not in online]
 
     def _log_readiness(self, scene: Scene) -> None:
         offline = self.offline_devices(scene)

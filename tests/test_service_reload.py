@@ -154,3 +154,26 @@ def test_a_refused_reload_names_the_scene_file_at_fault(
     assert service.reload(tmp_path / "runner.yaml") is False
     assert f"{bad}:" in caplog.text
     assert "or its scenes" in caplog.text  # not blamed on runner.yaml alone
+
+
+ACK_SCENE = """\
+name: Door with its own answer topic
+actions:
+  - {at: 0, topic: room1/door, message: OPEN, feedback_topic: room1/door/ack}
+"""
+
+
+def test_a_reload_subscribes_the_feedback_topics_its_new_scenes_name(
+        tmp_path: Path, recorder: Recorder, service: RoomService) -> None:
+    """An answer on a scene's own `feedback_topic` reaches the tracker, reload after reload."""
+    for name in ("door", "gate"):
+        (tmp_path / "scenes" / f"{name}.yaml").write_text(
+            ACK_SCENE.replace("room1/door/ack", f"room1/{name}/ack"))
+        assert service.reload(tmp_path / "runner.yaml")
+        recorder.clear()
+        service.play(name, "test")
+        recorder.wait_for("room1/door", "OPEN")
+        _send(recorder, f"room1/{name}/ack", "OK")
+        wait_until(lambda: service.player.current_run is None, timeout=5, what=f"{name} ended")
+        [run] = [r for r in service.history.last_runs() if r["scene"] == name]
+        assert run["outcome"] == "completed", run  # TIMEOUT when the answer never arrives

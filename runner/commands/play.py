@@ -24,7 +24,6 @@ from runner.player import Player
 from runner.records import ActionRecord, Delivery, Outcome, SceneRun
 from runner.report import cue_line, feedback_line, status_line, table, write_json
 from runner.scenefile import load_scene, resolve_scene_ref
-from runner.service import devices_needed
 
 log = logging.getLogger("player")
 
@@ -91,7 +90,7 @@ def _log_offline_devices(scene: Scene, config: Config, registry: DeviceRegistry,
     Presence is retained, so it arrives right after connecting; at most `wait` seconds
     are given to it, and only when the config lists devices the scene uses.
     """
-    needed = devices_needed(scene, config)
+    needed = config.devices_needed(scene)
     if not needed:
         return
     heard = threading.Event()
@@ -120,11 +119,10 @@ def run(args: argparse.Namespace) -> int:
     client: MQTTClient | None = None
     if not args.simulate:
         client = MQTTClient.from_config(config)
-        overrides = (a.feedback_topic for a in scene.actions if a.feedback_topic)
         registry = DeviceRegistry()
         handler = MessageHandler(registry, tracker, status_topics=config.status_topics,
                                  feedback_topics=feedback_filters(
-                                     overrides, status_topics=config.status_topics))
+                                     scene.feedback_topics, status_topics=config.status_topics))
         client.set_handlers(on_message=handler.handle_message)
         for topic_filter in handler.topic_filters():
             client.subscribe(topic_filter)

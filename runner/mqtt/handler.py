@@ -103,6 +103,12 @@ class MessageHandler:
         with self._lock:
             self._routes.append((TopicFilter(topic_filter), callback))
 
+    def set_feedback_topics(self, feedback_topics: Sequence[str]) -> None:
+        """Listen for feedback on these filters from now on (a reload's new overrides)."""
+        filters = tuple(TopicFilter(f) for f in feedback_topics)
+        with self._lock:
+            self._feedback_topics = filters  # one assignment: readers see old or new
+
     def topic_filters(self) -> tuple[str, ...]:
         """Every filter the client must subscribe to for this handler, without repeats."""
         with self._lock:
