@@ -80,6 +80,9 @@ class Tracker(Protocol):
         on_result: Callable[[FeedbackResult], None] | None = ...,
     ) -> int | None: ...
 
+    def expect_stray_answer(self, topic: str, *, feedback_topic: str | None = ...,
+                            timeout: float | None = ...) -> None: ...
+
 
 Cue = tuple[Action, ActionRecord]
 
@@ -383,8 +386,13 @@ class Player:
                 if is_stop(action.message):
                     return self._media.stop(action.topic)
                 return self._media.play(action.topic, action.message, action.volume)
-            return self._client.publish(action.topic, action.message, action.qos,
-                                        action.retain)
+            delivery = self._client.publish(action.topic, action.message, action.qos,
+                                            action.retain)
+            if delivery is Delivery.SENT and action.feedback is not FeedbackPolicy.NONE:
+                # Not reported, but its answer must not confirm a later command.
+                self._tracker.expect_stray_answer(action.topic,
+                                                  feedback_topic=action.feedback_topic)
+            return delivery
         except Exception:
             log.exception("safe state %s = %s could not be sent", action.topic, action.message)
             return Delivery.FAILED

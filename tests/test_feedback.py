@@ -234,3 +234,25 @@ def test_timeouts_follow_an_injected_clock() -> None:
 ])
 def test_parse_feedback(payload: str, expected: object) -> None:
     assert parse_feedback(payload) == expected
+
+
+def test_an_answer_to_a_command_sent_outside_a_run_is_absorbed_not_reported() -> None:
+    """on_stop / safe-state commands: their answers confirm nothing, tracking on or off."""
+    tracker = FeedbackTracker(timeout=5.0)
+    results = Results()
+    try:
+        tracker.expect_stray_answer("room1/light")
+        tracker.expect_stray_answer("room1/audio")  # media: nobody answers, nothing kept
+        tracker.handle_feedback_message("room1/status", "OK")  # absorbed while off
+        tracker.expect_stray_answer("room1/light")
+        tracker.enable_feedback_tracking()
+        tracker.track_published_message("room1/light", "ON", on_result=results)
+        tracker.handle_feedback_message("room1/status", "OK")  # the stray's answer
+        assert results.items == []
+        tracker.handle_feedback_message("room1/status", "OK")
+        assert [r.status for r in results.items] == [FeedbackStatus.OK]
+        tracker.expect_stray_answer("room1/light", timeout=0.05)
+        wait_until(lambda: tracker.pending_count() == 0, what="the stray to time out")
+        assert [r.status for r in tracker.recent_results()] == [FeedbackStatus.OK]
+    finally:
+        tracker.close()

@@ -319,6 +319,23 @@ def test_mode_restart_stops_the_running_scene_first(rig: Rig, recorder: Recorder
     assert run1.outcome is Outcome.STOPPED and run2.outcome is Outcome.COMPLETED
 
 
+def test_a_late_answer_to_on_stop_does_not_confirm_the_restarted_runs_command(
+        rig: Rig, recorder: Recorder) -> None:
+    """Plain OKs resolve the oldest pending command: the on_stop command must be it."""
+    s = scene(act(0, "room1/light", "ON"), act(1.0, "room1/x", "end", feedback=NONE),
+              on_stop=(act(0, "room1/light", "OFF"),), mode=Mode.RESTART)
+    rig.play(s)
+    recorder.wait_for("room1/light", "ON")
+    run2 = rig.play(s)
+    recorder.wait_for("room1/light", "ON", count=2)
+    # The device answers the on_stop `OFF` late; nobody answers run 2's `ON`.
+    recorder.client.publish("room1/status", "OK", qos=1).wait_for_publish(5)
+    assert rig.player.wait(5)
+    assert recorder.payloads("room1/light") == ["ON", "OFF", "ON"]
+    assert run2.records[0].feedback is FeedbackStatus.TIMEOUT
+    assert run2.outcome is Outcome.FEEDBACK_FAILED
+
+
 def test_panic_when_idle_applies_the_room_safe_state(rig: Rig, recorder: Recorder) -> None:
     rig.player.panic()
     recorder.wait_for("room1/fog", "OFF")

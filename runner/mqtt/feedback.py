@@ -61,6 +61,7 @@ class _Pending:
     sent_at: float
     timeout: float
     on_result: ResultCallback | None
+    stray: bool = False  # sent outside a run: its answer is absorbed, never reported
 
 
 @dataclass(frozen=True)
@@ -105,8 +106,10 @@ class FeedbackTracker:
         with self._cond:
             self._enabled = False
             dropped = len(self._pending)
-            self._pending.clear()
-            self._deadlines.clear()
+            self._pending = {i: p for i, p in self._pending.items() if p.stray}
+            dropped -= len(self._pending)
+            self._deadlines = [(p.sent_at + p.timeout, i) for i, p in self._pending.items()]
+            heapq.heapify(self._deadlines)
             self._early.clear()
             self._cond.notify_all()
         if dropped:
@@ -152,6 +155,25 @@ class FeedbackTracker:
             self._finish(pending, early.status, 0.0, early.device)
         return pending.command_id
 
+    def expect_stray_answer(self, topic: str, *, feedback_topic: str | None = None,
+                            timeout: float | None = None) -> None:
+        """A command sent outside a run (on_stop, safe state) may still be answered.
+
+        Its OK/ERROR is absorbed until `timeout`, tracking on or off, so that it cannot
+        confirm the next run's first command on the same feedback topic (a `restart`).
+        """
+        if Route.for_topic(topic) is not Route.MQTT:
+            return
+        with self._cond:
+            now = self._clock()
+            stray = _Pending(next(self._ids), topic, "", feedback_topic or
+                             feedback_topic_for(topic), now,
+                             self.timeout if timeout is None else timeout, None, stray=True)
+            self._pending[stray.command_id] = stray
+            heapq.heappush(self._deadlines, (now + stray.timeout, stray.command_id))
+            self._ensure_timer()
+            self._cond.notify_all()
+
     def _take_early(self, pending: _Pending, now: float) -> _Early | None:
         while self._early and now - self._early[0].at > self._early_window:
             self._early.popleft()
@@ -183,16 +205,21 @@ class FeedbackTracker:
             device = self._device_of_status_topic(topic)
         now = self._clock()
         with self._cond:
-            if not self._enabled:
-                log.debug("feedback on %s ignored: tracking is off", topic)
-                return
             match = next((p for p in self._pending.values()
-                          if self._answers(topic, named_topic, device, p)), None)
+                          if (self._enabled or p.stray)
+                          and self._answers(topic, named_topic, device, p)), None)
             if match is None:
+                if not self._enabled:
+                    log.debug("feedback on %s ignored: tracking is off", topic)
+                    return
                 self._early.append(_Early(now, topic, status, named_topic, device))
                 log.debug("feedback %s on %s matches no pending command", status.value, topic)
                 return
             del self._pending[match.command_id]
+        if match.stray:
+            log.debug("feedback %s on %s answers %s, sent by the safe state", status.value,
+                      topic, match.topic)
+            return
         self._finish(match, status, now - match.sent_at, device)
 
     def _device_of_status_topic(self, topic: str) -> str | None:
@@ -252,7 +279,8 @@ class FeedbackTracker:
                 pending = self._pending.pop(command_id, None)
                 if pending is not None:
                     due.append(pending)
-        return [self._finish(p, FeedbackStatus.TIMEOUT, None, None) for p in due]
+        return [self._finish(p, FeedbackStatus.TIMEOUT, None, None) for p in due
+                if not p.stray]
 
     def _ensure_timer(self) -> None:
         if self._timer is None and not self._closed:
