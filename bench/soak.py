@@ -252,8 +252,8 @@ class Service:
 
 # -- chaos ------------------------------------------------------------------------------
 
-def junk_payloads(rng: random.Random) -> list[bytes]:
-    return [
+def junk_payloads(rng: random.Random, big: bool = True) -> list[bytes]:
+    payloads = [
         bytes(rng.getrandbits(8) for _ in range(64)),
         b"\xff\xfe\xfd\x00",  # not UTF-8
         b"\xc3\x28",  # a broken two-byte sequence
@@ -266,8 +266,10 @@ def junk_payloads(rng: random.Random) -> list[bytes]:
         b"\x00" * 32,
         ("\U0001F4A5" * 40).encode(),
         b"",
-        bytes(rng.getrandbits(8) for _ in range(MB)),  # 1 MB
     ]
+    if big:
+        payloads.append(rng.randbytes(MB))  # 1 MB
+    return payloads
 
 
 JUNK_TOPICS = (
@@ -302,8 +304,9 @@ class Soak:
     """Runs everything for `duration` seconds and measures it."""
 
     def __init__(self, duration: float, workdir: Path, *, show_interval: float,
-                 seed: int, log: Callable[[str], None]) -> None:
+                 seed: int, log: Callable[[str], None], big_junk: bool = True) -> None:
         self.duration = duration
+        self.big_junk = big_junk
         self.show_interval = show_interval
         self.rng = random.Random(seed)
         self.say = log
@@ -512,7 +515,7 @@ class Soak:
             if not self.runner_up.is_set():
                 return
             for topic in JUNK_TOPICS:
-                for payload in junk_payloads(self.rng):
+                for payload in junk_payloads(self.rng, self.big_junk):
                     self.pub.publish(topic, payload, qos=0)
                     self.junk_sent += 1
 
@@ -766,6 +769,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=8)
     p.add_argument("--json", metavar="FILE", help="write the report as JSON")
     p.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
+    p.add_argument("--no-big-junk", action="store_true",
+                   help="leave out the 1 MB payloads (to tell where memory goes)")
     args = p.parse_args(argv)
     if args.duration < 10:
         p.error("--duration must be at least 10 seconds")
@@ -777,7 +782,7 @@ def main(argv: list[str] | None = None) -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="runner-soak-"))
     soak = Soak(args.duration, workdir, show_interval=args.show_interval, seed=args.seed,
-                log=say)
+                log=say, big_junk=not args.no_big_junk)
     try:
         report = soak.run()
     finally:
