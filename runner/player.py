@@ -357,9 +357,7 @@ class Player:
         """Publish or start media; never blocks, never raises."""
         try:
             if action.is_media:
-                if is_stop(action.message):
-                    return self._media.stop(action.topic)
-                return self._media.play(action.topic, action.message, action.volume)
+                return self._play_media(action)
             delivery = self._client.publish(action.topic, action.message, action.qos,
                                             action.retain)
             if delivery is Delivery.SENT and action.feedback is not FeedbackPolicy.NONE:
@@ -379,13 +377,16 @@ class Player:
             rec.error = str(e)
             return Delivery.FAILED
 
+    def _play_media(self, action: Action) -> Delivery:
+        if is_stop(action.message):
+            return self._media.stop(action.topic)
+        return self._media.play(action.topic, action.message, action.volume)
+
     def _send_safe(self, action: Action) -> Delivery:
         """A safe-state command: sent without feedback; one failing must not stop the rest."""
         try:
             if action.is_media:
-                if is_stop(action.message):
-                    return self._media.stop(action.topic)
-                return self._media.play(action.topic, action.message, action.volume)
+                return self._play_media(action)
             delivery = self._client.publish(action.topic, action.message, action.qos,
                                             action.retain)
             if delivery is Delivery.SENT and action.feedback is not FeedbackPolicy.NONE:
