@@ -119,6 +119,7 @@ class Watcher:
 
     def __init__(self, broker: Mosquitto) -> None:
         self.payloads: list[bytes] = []
+        self.topics: list[str] = []  # before loop_start: messages may arrive at once
         self.lock = threading.Lock()
         ready = threading.Event()
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="security-watcher")
@@ -130,7 +131,6 @@ class Watcher:
         c.loop_start()
         assert ready.wait(5), "watcher could not subscribe"
         self.client = c
-        self.topics: list[str] = []
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         with self.lock:
