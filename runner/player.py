@@ -356,10 +356,7 @@ class Player:
     def _send(self, live: _Live, action: Action, rec: ActionRecord) -> Delivery:
         """Publish or start media; never blocks, never raises."""
         try:
-            if action.is_media:
-                return self._play_media(action)
-            delivery = self._client.publish(action.topic, action.message, action.qos,
-                                            action.retain)
+            delivery = self._deliver(action)
             if delivery is Delivery.SENT and action.feedback is not FeedbackPolicy.NONE:
                 # Set before tracking: an early answer may be reported at once.
                 rec.feedback = FeedbackStatus.PENDING
@@ -377,18 +374,18 @@ class Player:
             rec.error = str(e)
             return Delivery.FAILED
 
-    def _play_media(self, action: Action) -> Delivery:
-        if is_stop(action.message):
-            return self._media.stop(action.topic)
-        return self._media.play(action.topic, action.message, action.volume)
+    def _deliver(self, action: Action) -> Delivery:
+        """Media starts (or stops) here; everything else is published."""
+        if action.is_media:
+            if is_stop(action.message):
+                return self._media.stop(action.topic)
+            return self._media.play(action.topic, action.message, action.volume)
+        return self._client.publish(action.topic, action.message, action.qos, action.retain)
 
     def _send_safe(self, action: Action) -> Delivery:
-        """A safe-state command: sent without feedback; one failing must not stop the rest."""
+        """A safe-state command: its answer is not reported; one failing must not stop the rest."""
         try:
-            if action.is_media:
-                return self._play_media(action)
-            delivery = self._client.publish(action.topic, action.message, action.qos,
-                                            action.retain)
+            delivery = self._deliver(action)
             if delivery is Delivery.SENT and action.feedback is not FeedbackPolicy.NONE:
                 # Not reported, but its answer must not confirm a later command.
                 self._tracker.expect_stray_answer(action.topic,
