@@ -275,6 +275,7 @@ def build_config(doc: Document, path: Path) -> Config:
         ),
         connect_retries=b.get("connect_retries", 5),
         retry_delay=float(b.get("retry_delay", 2.0)),
+        reconnect_delay=float(b.get("reconnect_delay", 0.1)),
         keepalive=b.get("keepalive", 30),
     )
     d = data.get("dashboard", {})

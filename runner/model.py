@@ -116,6 +116,7 @@ class BrokerConfig:
     tls: TLSConfig | None = None
     connect_retries: int = 5
     retry_delay: float = 2.0
+    reconnect_delay: float = 0.1  # background retry period once the broker is lost
     keepalive: int = 30
 
 

@@ -28,6 +28,9 @@ log = logging.getLogger("mqtt")
 CONNACK_TIMEOUT = 5.0  # seconds from TCP connect to the broker's answer
 SOCKET_TIMEOUT = 5.0  # paho's connect timeout for the TCP (and TLS) handshake
 MIN_BACKOFF = 0.1  # first background reconnect delay; doubles up to max_backoff
+# Background retry period after a lost connection: a refused TCP connect to a local
+# broker costs next to nothing, so the runner is back within this of the broker.
+RECONNECT_DELAY = 0.1
 OFFLINE_FLUSH_TIMEOUT = 1.0  # how long disconnect() waits for `offline` to be sent
 # MQTT 3.1.1 CONNACK 4/5 and their MQTT 5 reason codes: a person must fix the login.
 AUTH_REFUSED = {4, 5, 134, 135}
@@ -61,7 +64,8 @@ class MQTTClient:
                  tls: TLSConfig | None = None, connect_retries: int = 5,
                  retry_delay: float = 2.0, keepalive: int = 30,
                  presence_topic: str | None = None, max_backoff: float = 5.0,
-                 connack_timeout: float = CONNACK_TIMEOUT) -> None:
+                 connack_timeout: float = CONNACK_TIMEOUT,
+                 reconnect_delay: float | None = RECONNECT_DELAY) -> None:
         self.host = host
         self.port = port
         self.client_id = client_id
@@ -73,6 +77,8 @@ class MQTTClient:
         self._keepalive = keepalive
         self._presence_topic = presence_topic
         self._max_backoff = max(MIN_BACKOFF, max_backoff)
+        # A fixed background retry period; None: MIN_BACKOFF doubling up to max_backoff.
+        self._reconnect_delay = None if reconnect_delay is None else max(0.0, reconnect_delay)
         self._connack_timeout = connack_timeout
 
         self._lock = threading.Lock()
@@ -99,7 +105,8 @@ class MQTTClient:
         return cls(b.host, b.port, config.client_id, username=b.username,
                    password=b.password, tls=b.tls, connect_retries=b.connect_retries,
                    retry_delay=b.retry_delay, keepalive=b.keepalive,
-                   presence_topic=config.runner_status_topic)
+                   presence_topic=config.runner_status_topic,
+                   reconnect_delay=b.reconnect_delay)
 
     # -- state ---------------------------------------------------------------------
 
@@ -261,11 +268,16 @@ class MQTTClient:
             self._supervisor.start()
 
     def _supervise(self) -> None:
-        """Reconnect in the background whenever woken, with a short capped backoff."""
+        """Reconnect in the background whenever woken, every `reconnect_delay` seconds.
+
+        A refused login or TLS ends the attempts (no storm); without a fixed period the
+        delay starts at MIN_BACKOFF and doubles up to max_backoff.
+        """
         while not self._closing.is_set():
             self._wake.wait()
             self._wake.clear()
-            delay = MIN_BACKOFF
+            fixed = self._reconnect_delay
+            delay = MIN_BACKOFF if fixed is None else fixed
             while not self._closing.is_set() and not self.connected:
                 outcome, why = self._attempt()
                 if outcome is _Attempt.CONNECTED:
@@ -273,11 +285,12 @@ class MQTTClient:
                 if outcome is _Attempt.REFUSED:
                     self._enter_simulation(give_up=True)
                     return
-                log.debug("reconnect to %s failed: %s; next try in %.1fs",
+                log.debug("reconnect to %s failed: %s; next try in %.2fs",
                           self.address, why, delay)
                 if self._closing.wait(delay):
                     return
-                delay = min(delay * 2, self._max_backoff)
+                if fixed is None:
+                    delay = min(delay * 2, self._max_backoff)
 
     # -- paho callbacks (network thread: no waiting here) ------------------------------
 
