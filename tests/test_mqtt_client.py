@@ -279,9 +279,9 @@ def test_wrong_password_is_one_clear_error_and_no_retry_storm(
         assert len(errors) == 1 and broker.address in errors[0], errors
         assert "refused the login" in errors[0]
         assert all(secret not in m for m in caplog.messages)
-        # One attempt, not three: the broker saw a single refused client.
-        broker_log = broker.log.read_text()
-        assert broker_log.count("not authorised") == 1, broker_log
+        # mosquitto writes its log line after refusing the client: wait for it.
+        wait_until(lambda: "not authorised" in broker.log.read_text(), timeout=10,
+                   what="mosquitto to log the refused login")
         assert client._supervisor is None or not client._supervisor.is_alive()
     finally:
         client.disconnect()
@@ -289,6 +289,12 @@ def test_wrong_password_is_one_clear_error_and_no_retry_storm(
                       password="right-one", connect_retries=1)
     assert good.connect() is True
     good.disconnect()
+    # One attempt, not three: mosquitto logs in the order it serves clients, so once the
+    # good client's line is there, every refused attempt before it is logged too.
+    wait_until(lambda: "runner-auth-ok" in broker.log.read_text(), timeout=10,
+               what="mosquitto to log the good client")
+    broker_log = broker.log.read_text()
+    assert broker_log.count("not authorised") == 1, broker_log
 
 
 # -- TLS -------------------------------------------------------------------------------
