@@ -27,6 +27,7 @@ from yaml.resolver import Resolver
 from yaml.scanner import Scanner
 
 from runner.errors import Diagnostic, Severity, ValidationFailed
+from runner.yamlsyntax import syntax_diagnostic
 
 JsonPath = tuple[str | int, ...]
 
@@ -240,7 +241,7 @@ def load_text(text: str, file: str, *, tags: Mapping[str, TagHandler] | None = N
         _check_size(node, file)
     builder = _Builder(file, dict(tags or {}))
     value = builder.build(node, (), 0)
-    if builder.errors and not partial:
+    if not partial and any(d.severity is Severity.ERROR for d in builder.errors):
         raise ValidationFailed(builder.errors)
     builder.doc.value = value
     builder.doc.problems = builder.errors
@@ -255,7 +256,7 @@ def _compose(text: str, file: str, composer: type) -> Node | None:
         finally:
             loader.dispose()
     except yaml.MarkedYAMLError as e:
-        raise ValidationFailed([_syntax_diagnostic(e, text, file)]) from None
+        raise ValidationFailed([syntax_diagnostic(e, text, file)]) from None
     except yaml.reader.ReaderError as e:
         line, col = _line_col(text, e.position)
         raise ValidationFailed([Diagnostic(
@@ -275,28 +276,6 @@ def _line_col(text: str, index: int) -> tuple[int, int]:
     index = max(0, min(index, len(text)))
     line = text.count("\n", 0, index) + 1
     return line, index - (text.rfind("\n", 0, index) + 1) + 1
-
-
-def _syntax_diagnostic(e: yaml.MarkedYAMLError, text: str, file: str) -> Diagnostic:
-    mark = e.problem_mark or e.context_mark
-    line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-    lines = text.splitlines()
-    here = lines[line - 1][col - 1:col] if 0 < line <= len(lines) else ""
-    if here == "\t" or (e.problem and "\t" in e.problem) or (
-        e.problem and "tab" in e.problem and line <= len(lines)
-        and "\t" in lines[line - 1]
-    ):
-        return Diagnostic(file, line, col,
-                          "a tab is used for indentation; YAML needs spaces: "
-                          "replace the tab with spaces")
-    problem = e.problem or "invalid YAML"
-    hint = ""
-    if "mapping values are not allowed" in problem:
-        hint = "; a value that contains ': ' needs quotes"
-    elif "found duplicate anchor" in problem or "found undefined alias" in problem:
-        hint = "; check the &anchor and *alias names"
-    context = f" ({e.context})" if e.context else ""
-    return Diagnostic(file, line, col, f"YAML syntax error: {problem}{context}{hint}")
 
 
 def _check_size(root: Node, file: str) -> None:
@@ -358,6 +337,8 @@ class _Builder:
         tag = node.tag
         if isinstance(node, ScalarNode):
             self.doc.texts[path] = node.value
+            if not node.style and node.value[-1:] in ('"', "'"):
+                self.stray_quote(node, path)
             if tag in self.tags:
                 try:
                     value = self.tags[tag](node.value)
@@ -379,6 +360,17 @@ class _Builder:
                 self.error(node, path, self.unknown_tag(node))
             return self.mapping(node, path, depth)
         raise AssertionError(f"unexpected YAML node {node!r}")  # pragma: no cover
+
+    def stray_quote(self, node: ScalarNode, path: JsonPath) -> None:
+        """Warn about `message: ON"`: a closing quote with no opening one is sent as text."""
+        q = node.value[-1]
+        if node.value.count(q) % 2 == 0:  # `say "hi"`: the quote is closed within the text
+            return
+        m = node.end_mark  # just after the quote
+        self.errors.append(Diagnostic(
+            self.doc.file, m.line + 1, m.column, f"this value ends with a {q} that has no "
+            f"opening {q}, so the {q} is sent as part of it: remove it, or put a {q} at the "
+            "start of the value too", json_path(path), Severity.WARNING))
 
     def unknown_tag(self, node: Node) -> str:
         """The sentence for a tag that is not ours (such a value is never constructed)."""

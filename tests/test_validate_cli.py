@@ -82,7 +82,34 @@ def test_good_scene_exits_0(tmp_path: Path) -> None:
 
 
 def test_yaml_syntax_error(tmp_path: Path) -> None:
-    assert_rejected(tmp_path, "actions:\n  - at: [0, 1\n    topic: x\n", 3, "YAML syntax")
+    assert_rejected(tmp_path, "actions:\n  - at: [0, 1\n    topic: x\n", 2,
+                    "bad.yaml:2:9:", "[ is not closed", "add the closing ]")
+
+
+@pytest.mark.parametrize("q", ['"', "'"])
+@pytest.mark.parametrize("at_end", [False, True], ids=["mid-file", "end-of-file"])
+def test_an_unclosed_quote_names_the_line_it_opens_on(tmp_path: Path, q: str,
+                                                      at_end: bool) -> None:
+    # Issue 11: a quote opened on line 20 was reported on line 26 (at the next quote) or
+    # at the end of the file, in the parser's words.
+    text = GOOD.replace("    message: START", f"    message: {q}START")
+    if not at_end:
+        text += f"  - at: 4\n    topic: room1/door\n    message: {q}OPEN{q}\n  - at: 5\n"
+    out = assert_rejected(tmp_path, text, 8, f"bad.yaml:8:14: error: $: this {q} is never "
+                          f"closed", f"add the closing {q} at the end of the value")
+    assert "did not find expected key" not in out and "end of stream" not in out
+
+
+def test_a_stray_closing_quote_is_a_warning_at_the_quote(tmp_path: Path) -> None:
+    write(tmp_path, "scene.yaml", GOOD.replace("message: ON", 'message: ON"')
+          + '  - at: 3\n    topic: room1/say\n    message: say "hi"\n')
+    result = validate("scene.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.splitlines()[0].startswith(
+        'scene.yaml:5:16: warning: $.actions[0].message: this value ends with a " that has '
+        'no opening "'), result.stdout
+    assert "0 errors, 1 warning" in result.stdout  # `say "hi"` is fine
+    assert validate("--strict", "scene.yaml", cwd=tmp_path).returncode == 1
 
 
 def test_tab_used_for_indentation(tmp_path: Path) -> None:

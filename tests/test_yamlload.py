@@ -144,9 +144,78 @@ def test_tab_indentation() -> None:
     assert err.startswith("f.yaml:2:1: error: $: a tab is used for indentation")
 
 
-def test_syntax_error_has_its_line() -> None:
-    [err] = errors_of("a: 1\nb: [1, 2\nc: 3\n")
-    assert err.startswith("f.yaml:3:") and "YAML syntax error" in err
+@BOTH_PARSERS
+def test_an_unclosed_bracket_is_reported_at_the_bracket(pure: bool) -> None:
+    [err] = errors_of("a: 1\nb: [1, 2\nc: 3\n", pure=pure)
+    assert err.startswith("f.yaml:2:4: error: $: this [ is not closed"), err
+    assert "add the closing ]" in err and "line 3" in err
+
+
+SCENE_HEAD = "name: x\nactions:\n  - at: 0\n    topic: a/b\n    message: ON\n"
+
+
+@BOTH_PARSERS
+@pytest.mark.parametrize("q", ['"', "'"])
+def test_an_unclosed_quote_mid_file_is_reported_at_the_quote(pure: bool, q: str) -> None:
+    # The quote swallows the next lines up to the next quote; the parser only fails after
+    # that one ("did not find expected key" on line 9): point at line 6 instead.
+    text = (SCENE_HEAD + f"  - at: 1\n    topic: a/c\n    message: {q}OFF\n"
+            f"  - at: 2\n    topic: a/d\n    message: {q}CLOSE{q}\n  - at: 3\n")
+    [err] = errors_of(text, pure=pure)
+    assert err.startswith(f"f.yaml:8:14: error: $: this {q} is never closed"), err
+    assert f"add the closing {q} at the end of the value" in err and "line 11" in err
+    assert "did not find" not in err and "block mapping" not in err
+
+
+@BOTH_PARSERS
+@pytest.mark.parametrize("q", ['"', "'"])
+def test_an_unclosed_quote_up_to_the_end_is_reported_at_the_quote(pure: bool, q: str) -> None:
+    text = SCENE_HEAD + f"  - at: 1\n    topic: a/c\n    message: {q}OFF\n  - at: 2\n"
+    [err] = errors_of(text, pure=pure)
+    assert err.startswith(f"f.yaml:8:14: error: $: this {q} is never closed"), err
+    assert "rest of the file" in err and "end of stream" not in err
+
+
+def test_a_bad_escape_in_quotes_is_not_called_an_unclosed_quote() -> None:
+    [err] = errors_of('a: "x\\q"\n')
+    assert "never closed" not in err and err.startswith("f.yaml:1:")
+
+
+def test_a_legit_multiline_quoted_value_is_not_blamed() -> None:
+    # A long quoted message wrapped over two lines, then an unrelated indentation error.
+    [err] = errors_of('a: "a long\n  message"\nb:\n  c: 1\n d: 2\n')
+    assert "never closed" not in err and err.startswith("f.yaml:5:2:"), err
+
+
+@BOTH_PARSERS
+def test_a_missing_colon_is_reported_at_its_line(pure: bool) -> None:
+    [err] = errors_of("a: 1\nb\nc: 2\n", pure=pure)
+    assert err.startswith("f.yaml:2:1: error: $: this line has no ':'"), err
+
+
+@BOTH_PARSERS
+def test_bad_indentation_in_plain_words(pure: bool) -> None:
+    [err] = errors_of("a:\n  b: 1\n c: 2\n", pure=pure)
+    assert err.startswith("f.yaml:3:2: error: $: this line is indented differently"), err
+    [err] = errors_of("a: b: c\n", pure=pure)
+    assert err.startswith("f.yaml:1:5:") and "put the value in quotes" in err
+
+
+@BOTH_PARSERS
+@pytest.mark.parametrize("q", ['"', "'"])
+def test_a_value_ending_with_a_stray_quote_is_a_warning(pure: bool, q: str) -> None:
+    doc = load_text(f"a: 1\nmessage: ON{q}\n", "f.yaml", pure=pure)
+    assert doc.value["message"] == f"ON{q}"  # still loaded: a warning, not an error
+    [warning] = [d.format() for d in doc.problems]
+    assert warning.startswith(f"f.yaml:2:12: warning: $.message: this value ends with a {q} "
+                              f"that has no opening {q}"), warning
+
+
+@BOTH_PARSERS
+@pytest.mark.parametrize("value", ['say "hi"', "'ON'", '"ON"', "it's", "rock 'n' roll'n'",
+                                   "|\n  ends with a quote\"", 'a"b', "'it''s'"])
+def test_no_stray_quote_warning_for_closed_quotes(pure: bool, value: str) -> None:
+    assert load_text(f"message: {value}\n", "f", pure=pure).problems == []
 
 
 def test_control_character_has_its_line() -> None:
