@@ -36,6 +36,7 @@ from runner.records import SceneRun
 from runner.shows import next_starts
 from runner.web.app import create_app
 from runner.web.auth import SESSION_COOKIE, Auth
+from runner.web.loglimit import LogLimiter
 from runner.web.server import DashboardServer
 from tests.brokers import Mosquitto
 from tests.conftest import Recorder, wait_until
@@ -421,6 +422,44 @@ def test_wrong_tokens_are_rate_limited(room: LabRoom) -> None:
         assert c.post("/api/login", json={"token": "guess"}).status_code == 401
     r = c.post("/api/login", json={"token": TOKEN})
     assert r.status_code == 429 and "wait a minute" in r.json()["error"]
+
+
+def test_wrong_bearer_tokens_are_rate_limited_and_logged(room: LabRoom, recorder: Recorder,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="dashboard")
+    app = create_app(room, auth=Auth(TOKEN, login_attempts=5))
+    c = local(app)
+    guesses = [f"guess-{i:03d}-{TOKEN[:3]}" for i in range(300)]
+    codes = [c.post("/api/stop", headers=bearer(g)).status_code for g in guesses]
+    assert codes[:5] == [401] * 5 and set(codes[5:]) == {429}
+    r = c.post("/api/stop", headers=bearer())  # even the right token waits out the window
+    assert r.status_code == 429 and "wait a minute" in r.json()["error"]
+    assert 1 <= int(r.headers["retry-after"]) <= 60
+    # reads and /api/session answer "is this the token?" too, so they are limited alike
+    assert c.get("/api/session", headers=bearer()).status_code == 429
+    assert c.get("/api/status", headers=bearer()).status_code == 429
+    lines = [rec.getMessage() for rec in caplog.records if rec.name == "dashboard"]
+    wrong = [m for m in lines if "wrong bearer token" in m]
+    assert len(wrong) == 5 and all("127.0.0.1" in m and "/api/stop" in m for m in wrong)
+    assert not any(g in m for g in guesses for m in lines)
+    assert recorder.payloads("room1/steam") == []  # no stop ever ran
+    # another client is not blocked by this one's guesses
+    other = TestClient(app, base_url=BASE, client=("127.0.0.2", 50001))
+    assert other.post("/api/stop", headers=bearer()).status_code == 200
+
+
+def test_log_limiter_sums_up_what_it_left_out(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    limiter = LogLimiter(logging.getLogger("dashboard"), burst=3, period=10.0,
+                         clock=lambda: now[0])
+    caplog.set_level(logging.WARNING, logger="dashboard")
+    written = [limiter.warning("line %d", i) for i in range(50)]
+    assert written == [True] * 3 + [False] * 47
+    now[0] = 10.0
+    assert limiter.warning("later")
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["line 0", "line 1", "line 2",
+                        "(47 similar lines left out in the last 10 s)", "later"]
 
 
 def test_get_never_changes_state(room: LabRoom, app: Starlette, recorder: Recorder) -> None:

@@ -29,11 +29,13 @@ from runner.web.auth import (
     CONTROL_DISABLED_MESSAGE,
     SESSION_COOKIE,
     Auth,
+    bearer_token,
     host_is_loopback_name,
     is_loopback,
     origin_allowed,
 )
 from runner.web.feed import SnapshotFeed, to_json
+from runner.web.loglimit import LogLimiter
 
 log = logging.getLogger("dashboard")
 
@@ -108,6 +110,31 @@ def create_app(room: views.Room, *, auth: Auth | None = None,
     def authorized(request: Request) -> bool:
         return auth.authorized(request.headers, request.cookies.get(SESSION_COOKIE))
 
+    token_warnings = LogLimiter(log)
+
+    def too_many_guesses(host: str) -> JSON:
+        response = problem(429, "Too many wrong tokens; wait a minute and try again.")
+        response.headers["retry-after"] = str(auth.retry_after(host))
+        return response
+
+    def bearer_blocked(request: Request) -> JSON | None:
+        """Wrong `Authorization: Bearer` tokens count like wrong logins, on every endpoint.
+
+        Once a client has used up its attempts, every request of its that carries a
+        bearer token (right or wrong) gets 429 until the window has passed.
+        """
+        token = bearer_token(request.headers)
+        if token is None or not auth.token_configured:
+            return None
+        host = client_host(request)
+        if auth.login_blocked(host):
+            return too_many_guesses(host)
+        if not auth.check_token(token):
+            auth.note_failed_login(host)
+            token_warnings.warning("Dashboard request %s %s with a wrong bearer token from %s",
+                                   request.method, request.url.path, host)
+        return None
+
     def reads_allowed(request: Request) -> bool:
         if dashboard.public_reads or authorized(request):
             return True
@@ -136,6 +163,9 @@ def create_app(room: views.Room, *, auth: Auth | None = None,
             ))
         if not auth.token_configured:
             return problem(403, CONTROL_DISABLED_MESSAGE)
+        blocked = bearer_blocked(request)
+        if blocked is not None:
+            return blocked
         if not authorized(request):
             return problem(401, (
                 "Play, stop and panic need the dashboard token: log in on the page, "
@@ -145,6 +175,9 @@ def create_app(room: views.Room, *, auth: Auth | None = None,
 
     def reader(view: Callable[[], dict[str, Any]]) -> Handler:
         async def endpoint(request: Request) -> Response:
+            blocked = bearer_blocked(request)
+            if blocked is not None:
+                return blocked
             if not reads_allowed(request):
                 return read_refused(request)
             return JSON(await run_in_threadpool(view))
@@ -178,6 +211,9 @@ def create_app(room: views.Room, *, auth: Auth | None = None,
         return FileResponse(STATIC_DIR / "index.html", headers={"cache-control": "no-cache"})
 
     async def session(request: Request) -> Response:
+        blocked = bearer_blocked(request)
+        if blocked is not None:
+            return blocked
         return JSON({
             "authorized": authorized(request),
             "token_configured": auth.token_configured,
@@ -193,14 +229,14 @@ def create_app(room: views.Room, *, auth: Auth | None = None,
             return problem(403, CONTROL_DISABLED_MESSAGE)
         host = client_host(request)
         if auth.login_blocked(host):
-            return problem(429, "Too many wrong tokens; wait a minute and try again.")
+            return too_many_guesses(host)
         data = await read_body(request)
         if isinstance(data, JSON):
             return data
         token = data.get("token")
         if not isinstance(token, str) or not auth.check_token(token):
             auth.note_failed_login(host)
-            log.warning("Dashboard login with a wrong token from %s", host)
+            token_warnings.warning("Dashboard login with a wrong token from %s", host)
             return problem(401, "That is not the dashboard token; check dashboard.token "
                                 "in runner.yaml (or its secrets.yaml).")
         log.info("Dashboard login from %s", host)
@@ -264,6 +300,9 @@ def create_app(room: views.Room, *, auth: Auth | None = None,
         return JSON({"panic": True})
 
     async def events(request: Request) -> Response:
+        blocked = bearer_blocked(request)
+        if blocked is not None:
+            return blocked
         if not reads_allowed(request):
             return read_refused(request)
         return StreamingResponse(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import math
 import secrets
 import threading
 import time
@@ -21,6 +22,7 @@ SESSION_TTL = 12 * 3600.0  # a working day at the front desk
 MAX_SESSIONS = 1000  # oldest are forgotten first, so a login loop cannot fill memory
 LOGIN_ATTEMPTS = 10  # wrong tokens per client within LOGIN_WINDOW before refusing
 LOGIN_WINDOW = 60.0
+MAX_CLIENTS = 10_000  # clients whose wrong tokens are remembered
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
@@ -107,8 +109,30 @@ class Auth:
             return len(recent) >= self._attempts
 
     def note_failed_login(self, client: str) -> None:
+        """A wrong token (login form or bearer header) from this client."""
         with self._lock:
+            if client not in self._failures and len(self._failures) >= MAX_CLIENTS:
+                self._forget_quiet_clients()
             self._failures.setdefault(client, deque()).append(self._clock())
+
+    def retry_after(self, client: str) -> int:
+        """Whole seconds until this client's oldest counted failure leaves the window."""
+        now = self._clock()
+        with self._lock:
+            recent = self._failures.get(client)
+            if not recent:
+                return 0
+            return max(1, math.ceil(recent[0] + self._window - now))
+
+    def _forget_quiet_clients(self) -> None:
+        # called with the lock held: clients with no failure in the window are dropped,
+        # and if every one is recent the oldest half goes, so many addresses cannot fill memory
+        cutoff = self._clock() - self._window
+        for name in [c for c, q in self._failures.items() if not q or q[-1] < cutoff]:
+            del self._failures[name]
+        if len(self._failures) >= MAX_CLIENTS:
+            for name in list(self._failures)[: MAX_CLIENTS // 2]:
+                del self._failures[name]
 
     def new_session(self) -> str:
         """A fresh session; returns the cookie value."""
