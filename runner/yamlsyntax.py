@@ -47,6 +47,20 @@ def syntax_diagnostic(e: yaml.MarkedYAMLError, text: str, file: str) -> Diagnost
                           f"add the closing {q} at the end of the value (or remove the {q} "
                           "at its start)")
 
+    early = _closed_early(e, text)
+    if early is not None:
+        line, col, q = early
+        inside = "write it twice ('it''s')" if q == "'" else 'write it as \\"'
+        other = '"' if q == "'" else "'"
+        return Diagnostic(file, line, col,
+                          f"this {q} closes the quoted value, and text follows it: to put a "
+                          f"{q} inside a {q}...{q} value {inside}, or quote the whole value "
+                          f"with {other} instead")
+    if "unknown escape character" in problem:
+        return Diagnostic(file, at[0], at[1],
+                          'a \\ inside "..." starts an escape (\\n, \\t): write \\\\ for '
+                          "a backslash, or quote the value with ' instead")
+
     here = lines[at[0] - 1][at[1] - 1:at[1]] if 0 < at[0] <= len(lines) else ""
     if here == "\t" or "\t" in problem or (
         "tab" in problem and at[0] <= len(lines) and "\t" in lines[at[0] - 1]
@@ -113,6 +127,25 @@ def _unclosed_quote(e: yaml.MarkedYAMLError, text: str) -> _Quote | None:
     except yaml.YAMLError:
         pass  # the scanner stops at (or after) the error; what it found is enough
     return found
+
+
+def _closed_early(e: yaml.MarkedYAMLError, text: str) -> tuple[int, int, str] | None:
+    """`'it's on'`: the error is just after a quoted value on its line (line, col, quote)."""
+    m = e.problem_mark
+    if m is None:
+        return None
+    try:
+        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+            end = token.end_mark
+            if end.line > m.line or end.index > m.index:
+                break
+            if (isinstance(token, ScalarToken) and token.style in ('"', "'")
+                    and end.line == m.line and not text[end.index:m.index].strip()
+                    and m.index < len(text) and text[m.index] not in "#\n"):
+                return end.line + 1, end.column, token.style
+    except yaml.YAMLError:
+        pass
+    return None
 
 
 def _swallowed_structure(text: str, first: int, last: int) -> bool:

@@ -179,6 +179,19 @@ def test_an_unclosed_quote_up_to_the_end_is_reported_at_the_quote(pure: bool, q:
 def test_a_bad_escape_in_quotes_is_not_called_an_unclosed_quote() -> None:
     [err] = errors_of('a: "x\\q"\n')
     assert "never closed" not in err and err.startswith("f.yaml:1:")
+    assert "write \\\\ for a backslash" in err, err
+
+
+@BOTH_PARSERS
+@pytest.mark.parametrize(("text", "col", "way_out"), [
+    ("a: 1\nb: 'it's on'\n", 7, "write it twice ('it''s')"),
+    ('a: 1\nb: "say "hi""\n', 9, 'write it as \\"'),
+])
+def test_a_quote_inside_a_quoted_value_is_reported_at_that_quote(
+        pure: bool, text: str, col: int, way_out: str) -> None:
+    [err] = errors_of(text, pure=pure)
+    assert err.startswith(f"f.yaml:2:{col}: error: $: this "), err
+    assert "closes the quoted value" in err and way_out in err
 
 
 def test_a_legit_multiline_quoted_value_is_not_blamed() -> None:
