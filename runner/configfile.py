@@ -310,6 +310,7 @@ def build_config(doc: Document, path: Path) -> Config:
         feedback_timeout=float(data.get("feedback", {}).get("timeout", 1.0)),
         status_topics=tuple(data.get("registry", {}).get(
             "status_topics", ("devices/+/status",))),
+        devices_max_other=int(data.get("registry", {}).get("devices_max_other", 200)),
         dashboard=dashboard,
         shows=shows,
         triggers=triggers,

@@ -166,6 +166,7 @@ class Config:
     media_dir: Path = Path("media")
     feedback_timeout: float = 1.0
     status_topics: tuple[str, ...] = ("devices/+/status",)
+    devices_max_other: int = 200  # registry: devices seen beyond those in `devices`
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     shows: tuple[Show, ...] = ()
     triggers: tuple[Trigger, ...] = ()

@@ -125,7 +125,8 @@ class RoomService:
         self.room_safe = threading.Event()  # set once shutdown sent safe state and `offline`
 
         self.client = MQTTClient.from_config(config)
-        self.registry = DeviceRegistry()
+        self.registry = DeviceRegistry(keep=config.devices,
+                                       max_other=config.devices_max_other)
         self.tracker = FeedbackTracker(timeout=config.feedback_timeout, devices=config.devices)
         self.handler = MessageHandler(self.registry, self.tracker,
                                       status_topics=config.status_topics,
@@ -293,13 +294,15 @@ class RoomService:
                         "connection to %s stays up", self.client.address)
         if new.dashboard != old.dashboard:
             log.warning("Dashboard settings changed: they apply at the next restart")
-        if new.devices != old.devices or new.status_topics != old.status_topics:
+        if new.devices != old.devices or new.status_topics != old.status_topics \
+                or new.devices_max_other != old.devices_max_other:
             # The tracker and the handler were built with them; half-applied, a scene's
             # readiness would name one device map and its confirmations follow another.
-            log.warning("`devices` or `registry.status_topics` changed: they apply at the "
-                        "next restart (sudo systemctl restart runner)")
+            log.warning("`devices` or `registry` changed: they apply at the next restart "
+                        "(sudo systemctl restart runner)")
         new = dataclasses.replace(new, broker=old.broker, dashboard=old.dashboard,
-                                  devices=old.devices, status_topics=old.status_topics)
+                                  devices=old.devices, status_topics=old.status_topics,
+                                  devices_max_other=old.devices_max_other)
         with self._lock:
             self.config = new
             self.scenes = scenes
@@ -499,6 +502,8 @@ class RoomService:
         started = playing.get("started_at")
         last = self._last_run
         results = self.tracker.recent_results(RESULTS_IN_STATE)
+        known = self.registry.get_all_devices()
+        own = [d for d in known.values() if d.id in self.registry.own_ids]
         return {
             "room": self.config.room,
             "scene": playing.get("scene"),
@@ -517,11 +522,15 @@ class RoomService:
                 {"topic": r.topic, "message": r.message, "status": r.status.value,
                  "latency": r.latency, "device": r.device} for r in results
             ],
+            # The room's own devices only, and counts: the size stays small however many
+            # devices a shared broker holds (the full list: the dashboard's /api/devices).
             "devices": {
                 d.id: {"online": d.online, "last_seen": _iso(d.last_seen, self._tz),
                        "since": _iso(d.since, self._tz)}
-                for d in sorted(self.registry.get_all_devices().values(), key=lambda d: d.id)
+                for d in sorted(own, key=lambda d: d.id)
             },
+            "device_counts": {"online": sum(1 for d in known.values() if d.online),
+                              "total": len(known), "forgotten": self.registry.forgotten},
         }
 
 

@@ -586,3 +586,16 @@ def test_server_serves_the_page(served: DashboardServer) -> None:
     assert "server" not in r.headers  # no version banner
     assert httpx.get(served.url + "static/app.js", timeout=5).status_code == 200
 
+
+
+def test_devices_are_paged(room: LabRoom, app: Starlette) -> None:
+    for i in range(30):
+        room.registry.update_device_status(f"dev{i:02d}", "online")
+    c = local(app)
+    page = c.get("/api/devices?offset=10&limit=5").json()
+    assert page["total"] == 30 and page["offset"] == 10 and page["limit"] == 5
+    assert [d["id"] for d in page["devices"]] == [f"dev{i}" for i in range(10, 15)]
+    assert len(c.get("/api/devices").json()["devices"]) == 30  # the default page holds all
+    assert c.get("/api/devices?limit=999999").json()["limit"] == 1000
+    bad = c.get("/api/devices?offset=-1")
+    assert bad.status_code == 400 and "offset=0&limit=100" in bad.json()["error"]

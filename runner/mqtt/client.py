@@ -21,6 +21,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from runner.model import Config, TLSConfig
+from runner.ratelimitlog import RateLimitedLog
 from runner.records import Delivery
 
 log = logging.getLogger("mqtt")
@@ -32,6 +33,9 @@ MIN_BACKOFF = 0.1  # first background reconnect delay; doubles up to max_backoff
 # broker costs next to nothing, so the runner is back within this of the broker.
 RECONNECT_DELAY = 0.1
 OFFLINE_FLUSH_TIMEOUT = 1.0  # how long disconnect() waits for `offline` to be sent
+# The largest packet sent when the broker names no limit (an MQTT 5 CONNACK's Maximum
+# Packet Size): what SECURITY.md has brokers set, so a bigger one would get us cut off.
+DEFAULT_MAX_PACKET = 65536
 # MQTT 3.1.1 CONNACK 4/5 and their MQTT 5 reason codes: a person must fix the login.
 AUTH_REFUSED = {4, 5, 134, 135}
 
@@ -54,6 +58,14 @@ class _Link:
     reason: Any = None  # paho ReasonCode from CONNACK
     dropped: bool = False  # abandoned: a late CONNACK must not revive it
     closed_reason: str | None = None  # the connection closed before CONNACK
+    max_packet: int = DEFAULT_MAX_PACKET  # the broker's Maximum Packet Size, when it says
+
+
+def packet_size(topic: str, payload: str, qos: int) -> int:
+    """Bytes of the PUBLISH packet (MQTT 3.1.1; one more for MQTT 5's property length)."""
+    rest = 2 + len(topic.encode("utf-8")) + (2 if qos else 0) + len(payload.encode("utf-8")) + 1
+    header = 2 + (rest > 127) + (rest > 16383) + (rest > 2097151)
+    return header + rest
 
 
 class MQTTClient:
@@ -98,6 +110,7 @@ class MQTTClient:
         self._closing = threading.Event()
         self._wake = threading.Event()
         self._supervisor: threading.Thread | None = None
+        self._too_large = RateLimitedLog(log)
 
     @classmethod
     def from_config(cls, config: Config) -> MQTTClient:
@@ -297,6 +310,9 @@ class MQTTClient:
     def _handle_connect(self, client: mqtt.Client, link: _Link, _flags: Any, reason: Any,
                         _props: Any) -> None:
         link.reason = reason
+        limit = getattr(_props, "MaximumPacketSize", None)
+        if isinstance(limit, int) and limit > 0:
+            link.max_packet = limit
         if reason.is_failure:
             link.connack.set()
             return
@@ -375,6 +391,12 @@ class MQTTClient:
                 return Delivery.SIMULATED
             log.warning("NOT SENT %s = %s: the broker %s is away", topic, payload, self.address)
             return Delivery.NOT_SENT
+        size = packet_size(topic, payload, qos)
+        if size > link.max_packet:
+            # The broker would cut the connection, and every command with it.
+            self._too_large.log(topic, logging.ERROR, "NOT SENT %s: %d bytes, more than the "
+                                "broker accepts (%d)", topic, size, link.max_packet)
+            return Delivery.FAILED
         try:
             info = link.paho.publish(topic, payload, qos=qos, retain=retain)
         except ValueError as err:

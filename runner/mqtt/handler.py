@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from runner.mqtt.feedback import FeedbackTracker, parse_feedback
 from runner.mqtt.registry import OFFLINE, ONLINE, DeviceRegistry
+from runner.ratelimitlog import RateLimitedLog
 
 log = logging.getLogger("mqtt_handler")
 
@@ -97,6 +98,8 @@ class MessageHandler:
         self._max_payload = max_payload
         self._lock = threading.Lock()
         self._routes: list[tuple[TopicFilter, Route]] = []
+        # Junk comes in floods: one line per kind per period, with a count.
+        self._drops = RateLimitedLog(log)
 
     def add_route(self, topic_filter: str, callback: Route) -> None:
         """Also hand messages matching `topic_filter` to `callback(topic, text)`."""
@@ -126,21 +129,22 @@ class MessageHandler:
 
     def _handle(self, topic: str, payload: bytes, retain: bool) -> None:
         if _CONTROL_IN_TOPIC.search(topic):
-            log.warning("dropped message on a topic with control characters: %r", topic[:120])
+            self._drops.warning("control", "dropped message on a topic with control "
+                                "characters: %r", topic[:120])
             return
         if len(payload) > self._max_payload:
-            log.warning("dropped oversized message on %s: %d bytes, the limit is %d",
-                        topic, len(payload), self._max_payload)
+            self._drops.warning("oversized", "dropped oversized message on %s: %d bytes, "
+                                "the limit is %d", topic, len(payload), self._max_payload)
             return
         try:
             text = payload.decode("utf-8")
         except UnicodeDecodeError:
-            log.warning("dropped binary message on %s: %d bytes, not UTF-8 text",
-                        topic, len(payload))
+            self._drops.warning("binary-utf8", "dropped binary message on %s: %d bytes, "
+                                "not UTF-8 text", topic, len(payload))
             return
         if _BINARY.search(text):
-            log.warning("dropped binary message on %s: %d bytes with control characters",
-                        topic, len(payload))
+            self._drops.warning("binary", "dropped binary message on %s: %d bytes with "
+                                "control characters", topic, len(payload))
             return
 
         levels = topic.split("/")
@@ -189,10 +193,10 @@ class MessageHandler:
                 try:
                     json.loads(text)
                 except ValueError as err:
-                    log.warning("dropped malformed JSON on %s: %s", topic, err)
+                    self._drops.warning("json", "dropped malformed JSON on %s: %s", topic, err)
                     return
-                log.warning('dropped JSON on %s: expected {"status": "OK" or "ERROR", '
-                            '"topic": ...}', topic)
+                self._drops.warning("json-shape", 'dropped JSON on %s: expected {"status": '
+                                    '"OK" or "ERROR", "topic": ...}', topic)
                 return
             log.debug("unknown status on %s: %r", topic, text[:80])
             return

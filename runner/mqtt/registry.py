@@ -5,10 +5,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from runner.ratelimitlog import RateLimitedLog
+
 log = logging.getLogger("mqtt_devices")
+MAX_OTHER = 200  # devices kept beyond the room's own (config `registry.devices_max_other`)
 
 ONLINE = "online"
 OFFLINE = "offline"
@@ -28,13 +32,36 @@ DeviceListener = Callable[[DeviceInfo], None]
 
 
 class DeviceRegistry:
-    """Presence of every device seen on the broker; safe to read from any thread."""
+    """Presence of the room's devices and of a bounded number of others; any thread.
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    The room's own devices (`keep`: those in the config's `devices` map) are always
+    kept. Of the others, a shared broker may hold thousands: at most `max_other` are
+    kept, and the one heard from least recently is forgotten first (one log line per
+    period with a count, not one per device).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time, *,
+                 keep: Iterable[str] = (), max_other: int = MAX_OTHER) -> None:
         self._clock = clock
         self._lock = threading.Lock()
         self._devices: dict[str, DeviceInfo] = {}
+        self._keep = frozenset(keep)
+        self._max_other = max(0, max_other)
+        self._others: OrderedDict[str, None] = OrderedDict()  # least recently heard first
+        self._forgotten = 0
         self._listeners: list[DeviceListener] = []
+        self._full_log = RateLimitedLog(log)
+
+    @property
+    def own_ids(self) -> frozenset[str]:
+        """The room's own devices, always kept."""
+        return self._keep
+
+    @property
+    def forgotten(self) -> int:
+        """How many other devices were forgotten to keep the registry bounded."""
+        with self._lock:
+            return self._forgotten
 
     def update_device_status(self, device_id: str, status: str) -> None:
         """Record `online` / `offline` (any case); listeners hear only of changes."""
@@ -51,7 +78,13 @@ class DeviceRegistry:
             info = DeviceInfo(device_id, online, now, now if changed or before is None
                               else before.since)
             self._devices[device_id] = info
+            dropped = self._bound(device_id)
             listeners = list(self._listeners) if changed else []
+        if dropped:
+            self._full_log.warning(
+                "full", "device registry full: forgot %s, heard from least recently of the "
+                "%d device(s) not in `devices` (registry.devices_max_other in runner.yaml)",
+                dropped, self._max_other)
         if not changed:
             return
         # A device first seen offline is news too: it is known but not there.
@@ -64,6 +97,19 @@ class DeviceRegistry:
                 listener(info)
             except Exception:
                 log.exception("device listener failed for %s", device_id)
+
+    def _bound(self, device_id: str) -> str | None:
+        """Under the lock: note `device_id` heard; forget the stalest other when over."""
+        if device_id in self._keep:
+            return None
+        self._others[device_id] = None
+        self._others.move_to_end(device_id)
+        if len(self._others) <= self._max_other:
+            return None
+        stale, _ = self._others.popitem(last=False)
+        self._devices.pop(stale, None)
+        self._forgotten += 1
+        return stale
 
     def get_connected_devices(self) -> list[str]:
         """Ids of the devices online now, sorted."""
@@ -104,6 +150,7 @@ class DeviceRegistry:
         """Forget everything, e.g. before retained presence refills the registry."""
         with self._lock:
             self._devices.clear()
+            self._others.clear()
 
     def add_listener(self, listener: DeviceListener) -> None:
         """Call `listener(info)` whenever a device appears or goes on- or offline."""

@@ -183,6 +183,20 @@ def create_app(room: views.Room, *, auth: Auth | None = None,
             return JSON(await run_in_threadpool(view))
         return endpoint
 
+    async def devices(request: Request) -> Response:
+        if not reads_allowed(request):
+            return read_refused(request)
+        page: dict[str, int] = {}
+        for name, default in (("offset", 0), ("limit", views.DEVICES_PAGE)):
+            text = request.query_params.get(name, str(default))
+            if not text.isdigit() or len(text) > 9:
+                return problem(400, f"{name}={text[:20]!r} is not a whole number >= 0; page "
+                                    f"with /api/devices?offset=0&limit=100 (limit at most "
+                                    f"{views.DEVICES_PAGE_MAX}).")
+            page[name] = int(text)
+        return JSON(await run_in_threadpool(
+            lambda: views.devices_view(room, tz, page["offset"], page["limit"])))
+
     async def read_body(request: Request) -> dict[str, Any] | JSON:
         # Streamed with a cap, never buffered whole: anyone who reaches the dashboard may
         # POST to /api/login, and an endless body must not fill the Pi's memory.
@@ -342,7 +356,7 @@ def create_app(room: views.Room, *, auth: Auth | None = None,
         Route("/api/login", login, methods=["POST"]),
         Route("/api/logout", logout, methods=["POST"]),
         Route("/api/status", reader(lambda: views.status_view(room, tz))),
-        Route("/api/devices", reader(lambda: views.devices_view(room, tz))),
+        Route("/api/devices", devices),
         Route("/api/scene", reader(lambda: views.scene_view(room, tz))),
         Route("/api/failures", reader(lambda: views.failures_view(room, tz, failure_clock))),
         Route("/api/shows", reader(lambda: views.shows_view(room, tz))),

@@ -145,9 +145,21 @@ def status_view(room: Room, tz: tzinfo) -> dict[str, Any]:
     }
 
 
-def devices_view(room: Room, tz: tzinfo) -> dict[str, Any]:
-    devices = sorted(room.registry.get_all_devices().values(), key=lambda d: d.id)
+DEVICES_PAGE = 500  # /api/devices without `limit`: more than the registry keeps by default
+DEVICES_PAGE_MAX = 1000
+
+
+def devices_view(room: Room, tz: tzinfo, offset: int = 0,
+                 limit: int = DEVICES_PAGE) -> dict[str, Any]:
+    """One page of the devices by id: `offset` and `limit` (at most DEVICES_PAGE_MAX)."""
+    everything = sorted(room.registry.get_all_devices().values(), key=lambda d: d.id)
+    limit = max(0, min(limit, DEVICES_PAGE_MAX))
+    offset = max(0, offset)
+    devices = everything[offset:offset + limit]
     return {
+        "total": len(everything),
+        "offset": offset,
+        "limit": limit,
         "devices": [
             {
                 "id": d.id,
