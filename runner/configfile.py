@@ -285,6 +285,8 @@ def build_config(doc: Document, path: Path) -> Config:
         token=d.get("token"),
         enabled=d.get("enabled", True),
         public_reads=d.get("public_reads", False),
+        max_connections=d.get("max_connections", 256),
+        header_timeout=float(d.get("header_timeout", 10.0)),
     )
     shows = tuple(
         Show(scene=s["scene"], cron=s.get("cron"), time=s.get("time"),

@@ -222,7 +222,9 @@ class RoomService:
             logging.getLogger("dashboard").warning(
                 "The dashboard is not available (%s); the room runs without it", e)
             return None
-        server = DashboardServer(create_app(self), dash.bind, dash.port)
+        server = DashboardServer(create_app(self), dash.bind, dash.port,
+                                 max_connections=dash.max_connections,
+                                 header_timeout=dash.header_timeout)
         try:
             server.start()
         except RunnerError as e:

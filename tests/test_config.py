@@ -164,6 +164,18 @@ def test_dashboard_on_the_network_needs_a_token(tmp_path: Path) -> None:
     assert load_config(path).dashboard.bind == "0.0.0.0"
 
 
+def test_dashboard_connection_limits(tmp_path: Path) -> None:
+    defaults = load_config(room(tmp_path, "room: r\n")).dashboard
+    assert (defaults.max_connections, defaults.header_timeout) == (256, 10.0)
+    path = room(tmp_path, "room: r\ndashboard: {max_connections: 40, header_timeout: 2.5}\n")
+    dash = load_config(path).dashboard
+    assert (dash.max_connections, dash.header_timeout) == (40, 2.5)
+    text = "\n".join(messages(room(tmp_path, "room: r\ndashboard: {max_connections: 0, "
+                                             "header_timeout: -1}\n")))
+    assert ":2:" in text and "$.dashboard.max_connections" in text
+    assert "$.dashboard.header_timeout" in text
+
+
 def test_unknown_keys_timezone_and_tls_files(tmp_path: Path) -> None:
     path = room(tmp_path, "room: r\nbrokr: {}\ntimezone: Europe/Berln\n"
                 "broker: {tls: {ca_file: ca.crt}}\n")

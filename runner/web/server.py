@@ -13,6 +13,14 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from runner.errors import RunnerError
+from runner.web.limits import (
+    ConnectionGuard,
+    connection_cap,
+    guarded_protocol,
+    limited_exception_handler,
+    raise_fd_limit,
+)
+from runner.web.loglimit import LogLimiter
 
 log = logging.getLogger("dashboard")
 
@@ -21,6 +29,10 @@ STOP_TIMEOUT = 5.0
 # uvicorn's start/stop lines say nothing staff need; its warnings and errors still show.
 UVICORN_LOG_LEVEL = logging.WARNING
 GRACEFUL_SHUTDOWN = 1  # seconds open requests get before they are cut at stop()
+MAX_CONNECTIONS = 256  # open HTTP connections (live feeds included); more are closed at once
+HEADER_TIMEOUT = 10.0  # seconds a connection has to send a complete request head
+KEEP_ALIVE = 5  # seconds an idle keep-alive connection stays open
+ACCEPT_BACKLOG = 32  # also how many connections asyncio accepts in one go
 
 
 class DashboardServer:
@@ -28,7 +40,9 @@ class DashboardServer:
 
     def __init__(self, app: ASGIApp, bind: str = "127.0.0.1", port: int = 8080, *,
                  start_timeout: float = START_TIMEOUT, stop_timeout: float = STOP_TIMEOUT,
-                 graceful_shutdown: int = GRACEFUL_SHUTDOWN) -> None:
+                 graceful_shutdown: int = GRACEFUL_SHUTDOWN,
+                 max_connections: int = MAX_CONNECTIONS,
+                 header_timeout: float = HEADER_TIMEOUT) -> None:
         self.app = app
         self.bind = bind
         self.port = port
@@ -38,6 +52,9 @@ class DashboardServer:
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._failure: BaseException | None = None
+        self._max_connections = max_connections
+        self._header_timeout = header_timeout
+        self.guard: ConnectionGuard | None = None
 
     @property
     def url(self) -> str:
@@ -46,11 +63,15 @@ class DashboardServer:
 
     def start(self) -> None:
         """Listen and serve; raises RunnerError with a way out when the port is taken."""
+        cap = connection_cap(self._max_connections, raise_fd_limit())
+        guard = ConnectionGuard(cap=cap, header_timeout=self._header_timeout)
+        self.guard = guard
         sock = self._listen()
         self.port = int(sock.getsockname()[1])
         config = uvicorn.Config(
             self.app, log_config=None, log_level=UVICORN_LOG_LEVEL, access_log=False,
-            lifespan="on",
+            lifespan="on", http=guarded_protocol(guard), backlog=ACCEPT_BACKLOG,
+            limit_concurrency=cap, timeout_keep_alive=KEEP_ALIVE,
             timeout_graceful_shutdown=self._graceful, server_header=False,
         )
         server = uvicorn.Server(config)
@@ -101,13 +122,19 @@ class DashboardServer:
                 f"The dashboard cannot listen on {self.bind}:{self.port} ({exc.strerror}); "
                 "set another `dashboard: {port: ...}` in runner.yaml, or stop what uses it."
             ) from None
-        sock.listen(128)
+        sock.listen(ACCEPT_BACKLOG)
         sock.set_inheritable(True)
         return sock
 
+    @staticmethod
+    async def _run(server: uvicorn.Server, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(limited_exception_handler(LogLimiter(log)))
+        await server.serve(sockets=[sock])
+
     def _serve(self, server: uvicorn.Server, sock: socket.socket) -> None:
         try:
-            asyncio.run(server.serve(sockets=[sock]))
+            asyncio.run(self._run(server, sock))
         except BaseException as exc:  # SystemExit from uvicorn's startup too
             self._failure = exc
             log.error("The dashboard stopped: %s", exc)
