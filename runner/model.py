@@ -151,7 +151,7 @@ class DashboardConfig:
     enabled: bool = True
     public_reads: bool = False  # reads without the token from other hosts
     max_connections: int = 256  # open HTTP connections; more are closed at once
-    header_timeout: float = 10.0  # seconds to send a request head, or the connection closes
+    header_timeout: float = 10.0  # seconds to send a whole request, or the connection closes
 
 
 def _frozen_devices(d: Mapping[str, tuple[str, ...]]) -> Mapping[str, tuple[str, ...]]:

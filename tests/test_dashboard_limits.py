@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from starlette.applications import Starlette
+from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
@@ -91,10 +92,18 @@ def closing() -> Iterator[list[socket.socket]]:
 
 def test_half_open_connections_over_the_cap_leave_room_for_a_real_request(
         closing: list[socket.socket]) -> None:
-    app = Starlette(routes=[Route("/api/status", lambda _r: PlainTextResponse("ok"))])
+    async def status(request: Request) -> PlainTextResponse:
+        await request.body()
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/api/status", status, methods=["GET", "POST"])])
     server = DashboardServer(app, port=0, max_connections=20, header_timeout=1.0)
     server.start()
     try:
+        slow_post = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        slow_post.sendall(b"POST /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                          b"Content-Length: 100\r\n\r\n{\"scene\"")
+        closing.append(slow_post)
         closing.extend(open_half_open(server.port, 20 + 50))
         wait_until(lambda: answers(f"{server.url}api/status"), timeout=20,
                    what="a real request while 70 half-open connections are open")

@@ -5,7 +5,8 @@ needs descriptors too (a reconnect after a broker restart opens a new socket). S
 process raises its soft RLIMIT_NOFILE to the hard limit, the dashboard takes at most
 `max_connections` of them (and never more than the soft limit minus a reserve), closes
 a connection at once when it is over that cap, and closes a connection that has not
-sent a complete request head within `header_timeout` seconds (slowloris).
+sent a complete request (head, and body if any) within `header_timeout` seconds of
+connecting or of its previous response (slowloris, slow POST).
 """
 
 from __future__ import annotations
@@ -140,7 +141,9 @@ def guarded_protocol(guard: ConnectionGuard) -> type[asyncio.Protocol]:
 
         def _head_overdue(self) -> None:
             self._head_timer = None
-            if self.idle():
+            # a request body still trickling in is overdue too (slow-POST slowloris)
+            reading = self.cycle is not None and self.cycle.more_body
+            if self.idle() or reading:
                 self.transport.abort()
 
     return GuardedH11Protocol
