@@ -23,7 +23,6 @@ from typing import Any
 
 from paho.mqtt.client import topic_matches_sub
 
-from runner.configfile import load_config
 from runner.control import RemoteControl, StatePublisher
 from runner.errors import RunnerError, ValidationFailed
 from runner.history import RunHistory, default_path
@@ -35,6 +34,7 @@ from runner.mqtt.handler import MessageHandler, feedback_filters
 from runner.mqtt.registry import DeviceInfo, DeviceRegistry
 from runner.player import Player
 from runner.records import ActionRecord, FeedbackResult, SceneRun
+from runner.reloadload import Refused, load_elsewhere
 from runner.scenefile import check_scene, load_scenes, scene_files
 from runner.shows import (
     GRACE_SECONDS,
@@ -42,7 +42,6 @@ from runner.shows import (
     ShowError,
     ShowScheduler,
     describe,
-    show_trigger,
     timezone_for,
 )
 from runner.triggers import TriggerRouter
@@ -119,6 +118,7 @@ class RoomService:
         self._listeners: list[ChangeListener] = []
         self._last_run: SceneRun | None = None
         self._player_outdated = False  # a reload came while a scene played
+        self.last_reload_pid: int | None = None  # the process that read the last reload
         self._started = False
         self._stopping = False
         self._shows_started = False  # a reload during start-up leaves starting them to start()
@@ -270,20 +270,24 @@ class RoomService:
 
         The broker connection stays up: broker settings apply at the next restart.
         """
-        try:
-            new = load_config(path)
-            scenes = load_scenes(new.scenes_dir, default_room=new.room,
-                                 media_dir=new.media_dir)
-            tz = timezone_for(new)
-            for show in new.shows:
-                show_trigger(show, tz)
-        except ValidationFailed as e:
-            for d in e.diagnostics:
+        # Read and checked in a child process: a big scene parsed here would hold the
+        # GIL for hundreds of milliseconds and make the playing scene's cues late.
+        outcome = load_elsewhere(path)
+        if isinstance(outcome, Refused):
+            if outcome.reason is not None:
+                log.error("Reload refused: %s; still running the previous config",
+                          outcome.reason)
+                return False
+            for d in outcome.diagnostics:
                 log.error("%s", d.format())
             log.error("Reload refused: %d error(s) in %s or its scenes (above); still running "
-                      "the previous config", len(e.errors) or len(e.diagnostics), path)
+                      "the previous config", outcome.errors, path)
             return False
-        except (RunnerError, ShowError, OSError) as e:
+        new, scenes = outcome.config, outcome.scenes
+        self.last_reload_pid = outcome.pid
+        try:
+            tz = timezone_for(new)  # checked by the child; cheap
+        except ShowError as e:
             log.error("Reload refused: %s; still running the previous config", e)
             return False
         old = self.config

@@ -177,3 +177,29 @@ def test_a_reload_subscribes_the_feedback_topics_its_new_scenes_name(
         wait_until(lambda: service.player.current_run is None, timeout=5, what=f"{name} ended")
         [run] = [r for r in service.history.last_runs() if r["scene"] == name]
         assert run["outcome"] == "completed", run  # TIMEOUT when the answer never arrives
+
+
+def big_scene(actions: int) -> str:
+    lines = ["name: Big", "actions:"]
+    lines += [f"  - {{at: {i * 0.01:.2f}, topic: room1/light, message: L{i}, feedback: none}}"
+              for i in range(actions)]
+    return "\n".join(lines) + "\n"
+
+
+def test_a_big_scene_is_read_and_checked_in_another_process_while_a_scene_plays(
+        tmp_path: Path, recorder: Recorder, service: RoomService) -> None:
+    """Parsing 20,000 actions in the service's process held the GIL and made cues late."""
+    import os  # noqa: PLC0415
+    (tmp_path / "scenes" / "big.yaml").write_text(big_scene(20_000))
+    assert service.play("intro", "manual") is not None
+    assert service.reload(tmp_path / "runner.yaml") is True
+    assert service.last_reload_pid is not None and service.last_reload_pid != os.getpid()
+    assert len(service.scenes["big"].actions) == 20_000
+    recorder.wait_for("room1/motor", "START")  # the playing scene went on
+
+
+def test_a_reload_refused_by_the_child_still_names_the_file(
+        tmp_path: Path, service: RoomService, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "runner.yaml").write_text("room: room1\nbroker: {port: 99999}\n")
+    assert service.reload(tmp_path / "runner.yaml") is False
+    assert f"{tmp_path / 'runner.yaml'}:" in caplog.text and "Reload refused" in caplog.text

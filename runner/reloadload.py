@@ -1,0 +1,94 @@
+"""A reload's reading and checking, done in a child process.
+
+Parsing and validating a big scene (20,000 actions) takes a few hundred milliseconds of
+pure Python; on the service's signal thread that held the GIL and made cues fire late.
+A spawned child (niced, so the player keeps the CPU too) reads the config and its scenes,
+checks the shows, and hands back a typed, picklable outcome that the service swaps in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import multiprocessing
+import os
+import signal
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+from runner.configfile import load_config
+from runner.errors import Diagnostic, RunnerError, ValidationFailed
+from runner.model import Config, Scene
+from runner.scenefile import load_scenes
+from runner.shows import ShowError, show_trigger, timezone_for
+
+LOAD_TIMEOUT = 120.0  # seconds a child may take before the reload is refused
+CHILD_NICENESS = 10  # the child yields the CPU to the room's player
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A valid config and its scenes, read by the process `pid`."""
+
+    sent_config: Config  # with `devices` as a plain dict: a mappingproxy does not pickle
+    scenes: dict[str, Scene]
+    pid: int
+
+    @property
+    def config(self) -> Config:
+        return dataclasses.replace(self.sent_config,
+                                   devices=MappingProxyType(dict(self.sent_config.devices)))
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Why a reload cannot apply: file diagnostics, or one reason in words."""
+
+    diagnostics: tuple[Diagnostic, ...]
+    errors: int  # how many of the diagnostics are errors
+    reason: str | None
+    pid: int
+
+
+def load(path: Path) -> Loaded | Refused:
+    """Read and check `path` and its scenes here, in this process."""
+    try:
+        new = load_config(path)
+        scenes = load_scenes(new.scenes_dir, default_room=new.room, media_dir=new.media_dir)
+        tz = timezone_for(new)
+        for show in new.shows:
+            show_trigger(show, tz)
+    except ValidationFailed as e:
+        return Refused(tuple(e.diagnostics), len(e.errors) or len(e.diagnostics), None,
+                       os.getpid())
+    except (RunnerError, ShowError, OSError) as e:
+        return Refused((), 0, str(e), os.getpid())
+    return Loaded(dataclasses.replace(new, devices=dict(new.devices)), scenes, os.getpid())
+
+
+def _child_setup() -> None:
+    # `runner serve` blocks its signals for sigwait(); a child inherits that mask. It
+    # must die with the service (SIGTERM) and leave Ctrl-C to the service.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGHUP})
+    with contextlib.suppress(OSError):
+        os.nice(CHILD_NICENESS)
+
+
+def load_elsewhere(path: Path, timeout: float = LOAD_TIMEOUT) -> Loaded | Refused:
+    """`load(path)` in a fresh child process; the caller only waits (without the GIL)."""
+    # spawn, not fork: the service has threads (paho, player) whose locks a fork copies.
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_child_setup)
+    try:
+        return pool.submit(load, path).result(timeout=timeout)
+    except FutureTimeout:
+        return Refused((), 0, f"reading it took longer than {timeout:.0f} s", os.getpid())
+    except BrokenProcessPool as e:
+        return Refused((), 0, f"the process reading it ended unexpectedly ({e})", os.getpid())
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
