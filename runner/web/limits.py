@@ -28,6 +28,9 @@ log = logging.getLogger("dashboard")
 
 FD_TARGET = 65536  # when the hard limit is unlimited, raise the soft limit this far
 FD_RESERVE_MIN = 64  # descriptors the dashboard leaves for MQTT, media, history, logs
+ACCEPT_BACKLOG = 16  # the listen backlog, also how many connections asyncio accepts in one go
+# Connections over the cap are accepted before they are closed, a few batches at a time.
+FD_IN_FLIGHT = 4 * ACCEPT_BACKLOG
 FD_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
@@ -47,7 +50,7 @@ def raise_fd_limit() -> int:
 
 def connection_cap(max_connections: int, soft_limit: int) -> int:
     """HTTP connections allowed: the configured cap, kept well below the open-file limit."""
-    reserve = max(FD_RESERVE_MIN, soft_limit // 4)
+    reserve = max(FD_RESERVE_MIN + FD_IN_FLIGHT, soft_limit // 4)
     return max(1, min(max_connections, soft_limit - reserve))
 
 

@@ -14,6 +14,7 @@ from starlette.types import ASGIApp
 
 from runner.errors import RunnerError
 from runner.web.limits import (
+    ACCEPT_BACKLOG,
     ConnectionGuard,
     connection_cap,
     guarded_protocol,
@@ -32,7 +33,7 @@ GRACEFUL_SHUTDOWN = 1  # seconds open requests get before they are cut at stop()
 MAX_CONNECTIONS = 256  # open HTTP connections (live feeds included); more are closed at once
 HEADER_TIMEOUT = 10.0  # seconds a connection has to send a complete request head
 KEEP_ALIVE = 5  # seconds an idle keep-alive connection stays open
-ACCEPT_BACKLOG = 32  # also how many connections asyncio accepts in one go
+LISTEN_BACKLOG = 128  # connections the kernel queues before they are accepted
 
 
 class DashboardServer:
@@ -71,7 +72,9 @@ class DashboardServer:
         config = uvicorn.Config(
             self.app, log_config=None, log_level=UVICORN_LOG_LEVEL, access_log=False,
             lifespan="on", http=guarded_protocol(guard), backlog=ACCEPT_BACKLOG,
-            limit_concurrency=cap, timeout_keep_alive=KEEP_ALIVE,
+            # uvicorn's own limit (503) only backs up the guard: evicted connections
+            # still count for uvicorn until their close has run
+            limit_concurrency=cap + ACCEPT_BACKLOG, timeout_keep_alive=KEEP_ALIVE,
             timeout_graceful_shutdown=self._graceful, server_header=False,
         )
         server = uvicorn.Server(config)
@@ -83,6 +86,12 @@ class DashboardServer:
         deadline = time.monotonic() + self._start_timeout
         while not server.started and self._alive() and time.monotonic() < deadline:
             time.sleep(0.01)
+        if server.started:
+            # asyncio listens with the small batch size as backlog; the kernel's queue may
+            # be longer (queued connections hold no descriptor of ours), so a burst of
+            # connections is not answered with dropped SYNs and 1 s retries
+            with contextlib.suppress(OSError):
+                sock.listen(LISTEN_BACKLOG)
         if not server.started:
             self.stop()
             why = f" ({self._failure})" if self._failure else ""
@@ -122,7 +131,7 @@ class DashboardServer:
                 f"The dashboard cannot listen on {self.bind}:{self.port} ({exc.strerror}); "
                 "set another `dashboard: {port: ...}` in runner.yaml, or stop what uses it."
             ) from None
-        sock.listen(ACCEPT_BACKLOG)
+        sock.listen(LISTEN_BACKLOG)
         sock.set_inheritable(True)
         return sock
 
