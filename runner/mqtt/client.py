@@ -19,8 +19,11 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from runner.model import Config, TLSConfig
+from runner.mqtt.handler import TopicFilter
 from runner.ratelimitlog import RateLimitedLog
 from runner.records import Delivery
 
@@ -36,6 +39,11 @@ OFFLINE_FLUSH_TIMEOUT = 1.0  # how long disconnect() waits for `offline` to be s
 # The largest packet sent when the broker names no limit (an MQTT 5 CONNACK's Maximum
 # Packet Size): what SECURITY.md has brokers set, so a bigger one would get us cut off.
 DEFAULT_MAX_PACKET = 65536
+# Asked of the broker in CONNECT (MQTT 5 Maximum Packet Size): it discards bigger
+# messages instead of sending them, so a 1 MB junk payload never reaches this process.
+# The handler's payload limit (64 KiB) plus room for a topic and the header.
+MAX_INCOMING_PACKET = 65536 + 1024
+MAX_INCOMING_TOPIC = 1024  # bytes; a longer topic is junk, dropped before it is decoded
 # MQTT 3.1.1 CONNACK 4/5 and their MQTT 5 reason codes: a person must fix the login.
 AUTH_REFUSED = {4, 5, 134, 135}
 
@@ -92,6 +100,8 @@ class MQTTClient:
         # A fixed background retry period; None: MIN_BACKOFF doubling up to max_backoff.
         self._reconnect_delay = None if reconnect_delay is None else max(0.0, reconnect_delay)
         self._connack_timeout = connack_timeout
+        self._protocol = mqtt.MQTTv5  # MQTTv311 once a broker refused MQTT 5
+        self._v5_refused = False
 
         self._lock = threading.Lock()
         self._link: _Link | None = None  # the live connection, None while away
@@ -102,7 +112,11 @@ class MQTTClient:
         self._reconnects = 0
         self._messages_in = 0
         self._messages_out = 0
+        self._messages_dropped = 0  # cut in _handle_message before any decoding
         self._subscriptions: dict[str, int] = {}
+        # MQTT 5 brokers send one copy per matching subscription; each filter carries an
+        # id (in the order subscribed) and only the copy for the lowest is handed on.
+        self._sub_ids: dict[str, tuple[int, TopicFilter]] = {}
         self._on_message: MessageHandler | None = None
         self._on_connect: Hook | None = None
         self._on_disconnect: Hook | None = None
@@ -111,6 +125,7 @@ class MQTTClient:
         self._wake = threading.Event()
         self._supervisor: threading.Thread | None = None
         self._too_large = RateLimitedLog(log)
+        self._dropped = RateLimitedLog(log)
 
     @classmethod
     def from_config(cls, config: Config) -> MQTTClient:
@@ -148,6 +163,7 @@ class MQTTClient:
                 "reconnects": self._reconnects,
                 "messages_in": self._messages_in,
                 "messages_out": self._messages_out,
+                "messages_dropped": self._messages_dropped,
                 "broker": self.address,
                 "gave_up": self._gave_up,
             }
@@ -194,8 +210,12 @@ class MQTTClient:
             self._gave_up = self._gave_up or give_up
 
     def _new_paho(self) -> mqtt.Client:
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                             clean_session=True, reconnect_on_failure=False)
+        if self._protocol == mqtt.MQTTv5:
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                                 protocol=mqtt.MQTTv5, reconnect_on_failure=False)
+        else:
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                                 clean_session=True, reconnect_on_failure=False)
         client.connect_timeout = SOCKET_TIMEOUT
         # No local queue in front of the socket: a command goes now or not at all.
         client.max_inflight_messages_set(0)
@@ -211,7 +231,20 @@ class MQTTClient:
         return client
 
     def _attempt(self) -> tuple[_Attempt, str]:
+        """One connection; MQTT 5 first, MQTT 3.1.1 from then on if the broker refuses it."""
+        outcome, why = self._attempt_once()
+        if outcome is _Attempt.UNREACHABLE and self._protocol == mqtt.MQTTv5 \
+                and self._v5_refused:
+            self._protocol = mqtt.MQTTv311
+            log.warning("MQTT broker %s does not accept MQTT 5 (%s): using MQTT 3.1.1, "
+                        "without asking it for a maximum packet size; cap it at the broker "
+                        "(max_packet_size, SECURITY.md)", self.address, why)
+            outcome, why = self._attempt_once()
+        return outcome, why
+
+    def _attempt_once(self) -> tuple[_Attempt, str]:
         """One connection with a fresh paho client; waits for CONNACK (never in paho's thread)."""
+        self._v5_refused = False
         try:
             paho = self._new_paho()
         except (OSError, ValueError) as err:  # ssl.SSLError is an OSError
@@ -226,7 +259,11 @@ class MQTTClient:
         link = _Link(paho)
         paho.user_data_set(link)
         try:
-            paho.connect(self.host, self.port, self._keepalive)
+            if self._protocol == mqtt.MQTTv5:
+                paho.connect(self.host, self.port, self._keepalive, clean_start=True,
+                             properties=connect_properties())
+            else:
+                paho.connect(self.host, self.port, self._keepalive)
         except ssl.SSLCertVerificationError as err:
             log.error("TLS with MQTT broker %s failed: %s. Check broker.tls.ca_file (the CA "
                       "that signed the broker's certificate) and that broker.host is the "
@@ -244,6 +281,7 @@ class MQTTClient:
         link.paho.loop_start()
         if not link.connack.wait(self._connack_timeout):
             self._drop(link)
+            self._v5_refused = True  # amqtt leaves an MQTT 5 CONNECT unanswered
             return _Attempt.UNREACHABLE, f"no answer to CONNECT within {self._connack_timeout}s"
         reason = link.reason
         if reason is not None and not reason.is_failure:
@@ -254,6 +292,8 @@ class MQTTClient:
                       "password (secrets.yaml or MQTT_PASSWORD) in runner.yaml; running in "
                       "SIMULATION mode without further attempts.", self.address, reason)
             return _Attempt.REFUSED, str(reason)
+        # A broker that does not speak MQTT 5 refuses the version (1, 132) or just closes.
+        self._v5_refused = reason is None or reason.value in (1, 132)
         if reason is None:
             return _Attempt.UNREACHABLE, f"connection closed before CONNACK ({link.closed_reason})"
         return _Attempt.UNREACHABLE, f"refused: {reason}"
@@ -331,7 +371,7 @@ class MQTTClient:
             hook = self._on_connect
         # Renewed on every connection, so retained presence refills the registry.
         for topic_filter, qos in subscriptions.items():
-            client.subscribe(topic_filter, qos)
+            client.subscribe(topic_filter, qos, properties=self._sub_props(topic_filter))
         if self._presence_topic:
             client.publish(self._presence_topic, "online", qos=1, retain=True)
         log.info("connected to MQTT broker %s%s", self.address,
@@ -359,13 +399,28 @@ class MQTTClient:
 
     def _handle_message(self, _client: mqtt.Client, _link: _Link,
                         msg: mqtt.MQTTMessage) -> None:
+        # Cheap checks on the raw bytes first: a flood of junk must cost no decoding, no
+        # copy and no log line each (the playing scene's cues share this process).
+        topic_bytes = len(getattr(msg, "_topic", b""))
+        payload_bytes = len(msg.payload)
         with self._lock:
             self._messages_in += 1
             handler = self._on_message
+            oversized = topic_bytes > MAX_INCOMING_TOPIC or payload_bytes > MAX_INCOMING_PACKET
+            if oversized:
+                self._messages_dropped += 1
+        if oversized:
+            self._dropped.warning("oversized-in", "dropped incoming message: topic %d bytes, "
+                                  "payload %d bytes (limits %d and %d)", topic_bytes,
+                                  payload_bytes, MAX_INCOMING_TOPIC, MAX_INCOMING_PACKET)
+            return
         if handler is None:
             return
+        topic = msg.topic
+        if self._duplicate(topic, msg):
+            return
         try:
-            handler(msg.topic, bytes(msg.payload), bool(msg.retain))
+            handler(topic, bytes(msg.payload), bool(msg.retain))
         except Exception:
             log.exception("message handler failed on %s; message dropped", msg.topic)
 
@@ -415,9 +470,28 @@ class MQTTClient:
         """Remembered, and renewed on every (re)connect."""
         with self._lock:
             self._subscriptions[topic_filter] = qos
+            if topic_filter not in self._sub_ids:
+                self._sub_ids[topic_filter] = (len(self._sub_ids) + 1, TopicFilter(topic_filter))
             link = self._link
         if link is not None:
-            link.paho.subscribe(topic_filter, qos)
+            link.paho.subscribe(topic_filter, qos, properties=self._sub_props(topic_filter))
+
+    def _sub_props(self, topic_filter: str) -> Properties:
+        props = Properties(PacketTypes.SUBSCRIBE)  # type: ignore[no-untyped-call]
+        props.SubscriptionIdentifier = self._sub_ids[topic_filter][0]
+        return props
+
+    def _duplicate(self, topic: str, msg: mqtt.MQTTMessage) -> bool:
+        """A copy sent for another of our overlapping subscriptions than the first one."""
+        props = getattr(msg, "properties", None)
+        carried = getattr(props, "SubscriptionIdentifier", None) if props else None
+        if not carried:
+            return False
+        ids = set(carried) if isinstance(carried, list) else {carried}
+        levels = topic.split("/")
+        with self._lock:
+            matching = [n for n, f in self._sub_ids.values() if f.match(levels)]
+        return bool(matching) and min(matching) not in ids
 
     def disconnect(self) -> None:
         """Publish `offline` on the presence topic, close the connection, stop reconnecting."""
@@ -439,6 +513,13 @@ class MQTTClient:
                 self._since = time.time()
             self._drop(link)
             log.info("disconnected from MQTT broker %s", self.address)
+
+
+def connect_properties() -> Properties:
+    """CONNECT's properties: the largest packet the broker may send us."""
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.MaximumPacketSize = MAX_INCOMING_PACKET
+    return props
 
 
 def tls_context(tls: TLSConfig) -> ssl.SSLContext:
