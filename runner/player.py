@@ -335,8 +335,10 @@ class Player:
                 return
             cues = live.groups.pop(job_id, [])
             for action, rec in cues:
+                # Taken once the publish is handed to the socket: what a subscriber sees.
+                delivery = self._send(live, action, rec)
                 rec.actual = self._clock() - live.start
-                rec.delivery = self._send(live, action, rec)
+                rec.delivery = delivery
             if cues and (late := cues[0][1].lateness or 0.0) > LATE_WARNING:
                 log.warning("cue at %.3fs fired %.0f ms late (machine busy?)",
                             cues[0][1].planned, late * 1000)

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -460,3 +461,27 @@ def test_a_scene_looping_forever_keeps_time_until_stopped(
     assert max(abs(rec.lateness or 0) for rec in run.records) < TOLERANCE
     assert run.outcome is Outcome.STOPPED
     assert len({rec.round for rec in run.records if rec.index >= 0}) <= 5
+
+
+def test_a_cues_lateness_is_taken_after_its_publish_was_handed_over(
+        mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """The runner's lateness must be what a subscriber sees, not the moment it began."""
+    offset = [0.0]
+    r, close = make_rig(mosquitto, SimulatedMedia(tmp_path), tmp_path,
+                        clock=lambda: time.monotonic() + offset[0])
+    real = r.client.publish
+
+    def slow_publish(*args: Any, **kw: Any) -> Delivery:
+        delivery = real(*args, **kw)
+        offset[0] += 5.0  # the hand-off to the socket "took" 5 s on the player's clock
+        return delivery
+
+    r.client.publish = slow_publish  # type: ignore[method-assign]
+    try:
+        run = r.play(scene(act(0, "room1/light", "ON", feedback=NONE), duration=0.2))
+        assert r.player.wait(10)
+        [rec] = run.records
+        assert rec.delivery is Delivery.SENT
+        assert rec.lateness is not None and rec.lateness >= 5.0
+    finally:
+        close()
