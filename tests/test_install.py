@@ -1,0 +1,119 @@
+"""The installed product: a wheel built from this tree, installed into a fresh venv, run
+from a folder that is not the source tree. Catches a package or data file left out of the
+wheel (an editable install hides both)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.brokers import Mosquitto, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.timeout(900)
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 300) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    assert proc.returncode == 0, f"{cmd} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+def _clean_env(venv: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONNOUSERSITE"] = "1"
+    return env
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
+    """(the fresh venv, an environment using it): the wheel of this tree installed there."""
+    base = tmp_path_factory.mktemp("install")
+    wheels = base / "wheels"
+    env = _clean_env(base / "venv")
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT)],
+         base, env, timeout=600)
+    (wheel,) = wheels.glob("runner-*.whl")
+    _run([sys.executable, "-m", "venv", str(base / "venv")], base, env)
+    _run([str(base / "venv" / "bin" / "python"), "-m", "pip", "install", "-q", str(wheel)],
+         base, env, timeout=600)
+    yield base / "venv", env
+
+
+def test_the_runner_on_path_is_the_fresh_venvs_and_imports_from_its_site_packages(
+        installed: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    venv, env = installed
+    assert shutil.which("runner", path=env["PATH"]) == str(venv / "bin" / "runner")
+    where = _run([str(venv / "bin" / "python"), "-c",
+                  "import runner, runner.commands, runner.web, sys; print(runner.__file__)"],
+                 tmp_path, env).strip()
+    assert Path(where).is_relative_to(venv), where
+    assert "site-packages" in where
+    assert not Path(where).is_relative_to(ROOT / "runner")
+
+
+def test_installed_commands_work_outside_the_source_tree(
+        installed: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    venv, env = installed
+    runner = str(venv / "bin" / "runner")
+    assert "runner 0.1.0" in _run([runner, "--version"], tmp_path, env)
+    shutil.copytree(ROOT / "scenes", tmp_path / "scenes")
+    shutil.copytree(ROOT / "media", tmp_path / "media")
+    out = _run([runner, "validate", "scenes"], tmp_path, env)
+    assert "0 errors" in out or "error" not in out, out
+    out = _run([runner, "plan", "scenes/room1_intro.yaml"], tmp_path, env)
+    assert "room1/light" in out
+    out = _run([runner, "play", "--simulate", "scenes/room1_intro.yaml"], tmp_path, env)
+    assert "SIMULATED" in out or "simulated" in out, out
+
+
+def test_installed_serve_starts_its_dashboard_and_stops_cleanly_on_sigterm(
+        installed: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    venv, env = installed
+    broker = Mosquitto(tmp_path / "broker").start()
+    try:
+        shutil.copytree(ROOT / "scenes", tmp_path / "room" / "scenes")
+        shutil.copytree(ROOT / "media", tmp_path / "room" / "media")
+        port = free_port()
+        config = tmp_path / "room" / "runner.yaml"
+        config.write_text(
+            f"room: room1\nbroker: {{host: 127.0.0.1, port: {broker.port}}}\n"
+            f"scenes_dir: scenes\nmedia_dir: media\n"
+            f"history_file: {tmp_path / 'history.sqlite3'}\n"
+            f"dashboard: {{bind: 127.0.0.1, port: {port}}}\n", encoding="utf-8")
+        _run([str(venv / "bin" / "runner"), "validate", "--config", str(config)], tmp_path, env)
+        proc = subprocess.Popen([str(venv / "bin" / "runner"), "serve", "--config", str(config)],
+                                cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            answer = None
+            while answer is None and time.monotonic() < deadline and proc.poll() is None:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status",
+                                                timeout=2) as r:
+                        answer = r.read().decode()
+                except OSError:
+                    time.sleep(0.1)
+            assert answer is not None and '"room1"' in answer, (answer, proc.poll())
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=30)
+            assert proc.returncode == 0, out
+            assert "Traceback" not in out, out
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    finally:
+        broker.kill()
