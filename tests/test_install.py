@@ -93,27 +93,63 @@ def test_installed_serve_starts_its_dashboard_and_stops_cleanly_on_sigterm(
             f"history_file: {tmp_path / 'history.sqlite3'}\n"
             f"dashboard: {{bind: 127.0.0.1, port: {port}}}\n", encoding="utf-8")
         _run([str(venv / "bin" / "runner"), "validate", "--config", str(config)], tmp_path, env)
-        proc = subprocess.Popen([str(venv / "bin" / "runner"), "serve", "--config", str(config)],
-                                cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
-        try:
-            deadline = time.monotonic() + 60
-            answer = None
-            while answer is None and time.monotonic() < deadline and proc.poll() is None:
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status",
-                                                timeout=2) as r:
-                        answer = r.read().decode()
-                except OSError:
-                    time.sleep(0.1)
-            assert answer is not None and '"room1"' in answer, (answer, proc.poll())
-            proc.send_signal(signal.SIGTERM)
-            out, _ = proc.communicate(timeout=30)
-            assert proc.returncode == 0, out
-            assert "Traceback" not in out, out
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        _serve_answers_then_stops(venv, env, config, port, tmp_path)
+    finally:
+        broker.kill()
+
+
+def _serve_answers_then_stops(venv: Path, env: dict[str, str], config: Path, port: int,
+                              cwd: Path) -> None:
+    proc = subprocess.Popen([str(venv / "bin" / "runner"), "serve", "--config", str(config)],
+                            cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        answer = None
+        while answer is None and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status",
+                                            timeout=2) as r:
+                    answer = r.read().decode()
+            except OSError:
+                time.sleep(0.1)
+        assert answer is not None and '"room1"' in answer, (answer, proc.poll())
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, out
+        assert "Traceback" not in out, out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_install_script_lays_out_a_room_that_validates_and_serves(
+        installed: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    venv, env = installed
+    root = tmp_path / "root"
+    out = _run(["sh", str(ROOT / "deploy" / "install.sh"), "--root", str(root)], tmp_path, env)
+    etc = root / "etc" / "runner"
+    secrets_file = etc / "secrets.yaml"
+    assert secrets_file.stat().st_mode & 0o777 == 0o600
+    token = secrets_file.read_text(encoding="utf-8").split("dashboard_token:")[1].strip().strip('"')
+    assert len(token) >= 32 and token not in out
+    unit = (root / "etc/systemd/system/runner.service").read_text(encoding="utf-8")
+    assert "LimitNOFILE=65536" in unit and "StateDirectory=runner" in unit
+    config = etc / "runner.yaml"
+    _run([str(venv / "bin" / "runner"), "validate", "--config", str(config)], tmp_path, env)
+    # a re-run keeps the room's files
+    config.write_text(config.read_text(encoding="utf-8") + "# edited\n", encoding="utf-8")
+    _run(["sh", str(ROOT / "deploy" / "install.sh"), "--root", str(root)], tmp_path, env)
+    assert config.read_text(encoding="utf-8").endswith("# edited\n")
+    assert token in secrets_file.read_text(encoding="utf-8")
+    broker = Mosquitto(tmp_path / "broker").start()
+    try:
+        port = free_port()
+        text = config.read_text(encoding="utf-8")
+        text = text.replace("  port: 1883", f"  port: {broker.port}")
+        text = text.replace("port: 8080", f"port: {port}")
+        config.write_text(text, encoding="utf-8")
+        _serve_answers_then_stops(venv, env, config, port, tmp_path)
     finally:
         broker.kill()
