@@ -69,7 +69,8 @@ def make_rig(broker: Mosquitto, media: MediaBackend, tmp_path: Path, *,
     tracker = FeedbackTracker(timeout=config.feedback_timeout)
     handler = MessageHandler(DeviceRegistry(), tracker)
     client = MQTTClient(broker.host, broker.port, "runner-under-test", connect_retries=2,
-                        retry_delay=0.1, max_backoff=max_backoff)
+                        retry_delay=0.1, max_backoff=max_backoff,
+                        reconnect_delay=None if max_backoff > 0.2 else 0.1)
     client.set_handlers(on_message=handler.handle_message)
     for f in handler.topic_filters():
         client.subscribe(f)
