@@ -20,6 +20,7 @@ from runner.model import (
     BrokerConfig,
     Config,
     DashboardConfig,
+    SafeStateAtStart,
     Show,
     TLSConfig,
     Trigger,
@@ -320,5 +321,6 @@ def build_config(doc: Document, path: Path) -> Config:
         devices=_frozen_devices({k: tuple(v) for k, v in data.get("devices", {}).items()}),
         timezone=data.get("timezone"),
         history_file=_path(base, data.get("history_file")),
+        safe_state_at_start=SafeStateAtStart(data.get("safe_state_at_start", "after_crash")),
         source=path.resolve(),
     )

@@ -198,11 +198,17 @@ class RunHistory:
 
     def close_unfinished(self) -> int:
         """Mark runs left 'running' by a crash or power cut; call once when the service starts."""
+        return len(self.close_unfinished_runs())
+
+    def close_unfinished_runs(self) -> list[str]:
+        """As `close_unfinished`; the scene ids of those runs, oldest first."""
         with self._lock:
-            cur = self._conn.execute(
+            scenes = [r[0] for r in self._conn.execute(
+                "SELECT scene FROM runs WHERE outcome = 'running' ORDER BY started_at")]
+            self._conn.execute(
                 "UPDATE runs SET outcome = ? WHERE outcome = 'running'", (UNFINISHED,))
             self._conn.commit()
-            return cur.rowcount
+            return scenes
 
     def _put(self, write: Callable[[sqlite3.Connection], object]) -> None:
         self._queue.put(write)

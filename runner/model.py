@@ -40,6 +40,14 @@ class Mode(str, Enum):
     QUEUE = "queue"  # start after the running one ends
 
 
+class SafeStateAtStart(str, Enum):
+    """When `runner serve` applies the safe state as it starts (`safe_state_at_start`)."""
+
+    AFTER_CRASH = "after_crash"  # the history shows a run that never ended
+    ALWAYS = "always"
+    NEVER = "never"
+
+
 class FeedbackPolicy(str, Enum):
     """Whether an action waits for an OK/ERROR from its device."""
 
@@ -178,6 +186,7 @@ class Config:
     )
     timezone: str | None = None  # None: the system's
     history_file: Path | None = None  # None: history.sqlite3 beside the config
+    safe_state_at_start: SafeStateAtStart = SafeStateAtStart.AFTER_CRASH
     source: Path | None = None
 
     @property

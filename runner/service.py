@@ -27,13 +27,14 @@ from runner.control import RemoteControl, StatePublisher
 from runner.errors import RunnerError, ValidationFailed
 from runner.history import RunHistory, default_path
 from runner.media import MediaBackend, is_stop, open_backend
-from runner.model import Config, Mode, Scene, Show, Trigger
+from runner.model import Action, Config, FeedbackPolicy, Mode, Scene, Show, Trigger
 from runner.mqtt.client import MQTTClient
 from runner.mqtt.feedback import FeedbackTracker
 from runner.mqtt.handler import MessageHandler, feedback_filters
 from runner.mqtt.registry import DeviceInfo, DeviceRegistry
 from runner.player import Player
-from runner.records import ActionRecord, FeedbackResult, SceneRun
+from runner.records import ActionRecord, Delivery, FeedbackResult, SceneRun
+from runner.recovery import StartRecovery, plan_recovery
 from runner.reloadload import Refused, load_elsewhere
 from runner.scenefile import check_scene, load_scenes, scene_files
 from runner.shows import (
@@ -123,6 +124,7 @@ class RoomService:
         self._stopping = False
         self._shows_started = False  # a reload during start-up leaves starting them to start()
         self.room_safe = threading.Event()  # set once shutdown sent safe state and `offline`
+        self._recovery: StartRecovery | None = None  # sent at the first connection
 
         self.client = MQTTClient.from_config(config)
         self.registry = DeviceRegistry(keep=config.devices,
@@ -184,10 +186,13 @@ class RoomService:
         Connecting may take `connect_retries` x `retry_delay` while the broker is away;
         `shutdown()` from another thread cuts it short.
         """
-        unfinished = self.history.close_unfinished()
+        unfinished = self.history.close_unfinished_runs()
         if unfinished:
             log.warning("%d run(s) in the history never ended (the service stopped hard); "
-                        "marked interrupted", unfinished)
+                        "marked interrupted", len(unfinished))
+        self._recovery = plan_recovery(self.config, unfinished, self.scenes)
+        if unfinished and self._recovery is None:
+            log.warning("safe_state_at_start: never: the room is left as the crash left it")
         self.client.set_handlers(on_message=self._on_message, on_connect=self._on_connect,
                                  on_disconnect=self._on_disconnect)
         self.registry.add_listener(self._on_device)
@@ -456,8 +461,47 @@ class RoomService:
         self._submit(start)
 
     def _on_connect(self) -> None:
+        # On the network thread, before any trigger or command it delivers: the safe
+        # state goes out first, then the idle state replaces what a crash left retained.
+        self._recover_at_start()
         self.state.on_connect()
         self._changed()
+
+    def _recover_at_start(self) -> None:
+        with self._lock:
+            recovery, self._recovery = self._recovery, None
+            if recovery is None:
+                return
+            running = self.player.current_run
+            if running is not None:  # it started in simulation mode, before the broker came
+                log.warning("The safe state at start was not sent: %s plays already (its "
+                            "stop applies the safe state)", running.scene_id)
+                return
+            log.warning("Applying %d safe-state command(s) at start: %s",
+                        len(recovery.actions), recovery.reason)
+            for scene_id in recovery.missing:
+                log.warning("Scene %s is no longer loaded: its on_stop cannot be sent; only "
+                            "the room's safe state is", scene_id)
+            self.media.stop_all()
+            for source, action in recovery.actions:
+                self._send_at_start(source, action)
+        self.state.publish_now(self.state_snapshot(idle=True))
+
+    def _send_at_start(self, source: str, action: Action) -> None:
+        try:
+            if action.is_media:
+                if is_stop(action.message):
+                    self.media.stop(action.topic)
+                return  # nothing starts playing on the way to the safe state
+            delivery = self.client.publish(action.topic, action.message, action.qos,
+                                           action.retain)
+            if delivery is Delivery.SENT and action.feedback is not FeedbackPolicy.NONE:
+                self.tracker.expect_stray_answer(action.topic,
+                                                 feedback_topic=action.feedback_topic)
+            log.info("  %s: %s = %s (%s)", source, action.topic, action.message,
+                     delivery.value)
+        except Exception:
+            log.exception("%s: %s = %s could not be sent", source, action.topic, action.message)
 
     def _on_disconnect(self) -> None:
         # A device that loses power while the broker is away leaves no last will, and a

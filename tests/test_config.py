@@ -250,3 +250,16 @@ def test_config_from_args(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 def test_bad_broker_option(bad: str) -> None:
     with pytest.raises(RunnerError, match="HOST:PORT"):
         parse_broker(bad)
+
+
+def test_safe_state_at_start_defaults_to_after_crash_and_refuses_other_words(
+        tmp_path: Path) -> None:
+    from runner.model import SafeStateAtStart  # noqa: PLC0415
+    path = room(tmp_path, "room: room1\n")
+    assert load_config(path).safe_state_at_start is SafeStateAtStart.AFTER_CRASH
+    path = room(tmp_path, "room: room1\nsafe_state_at_start: always\n")
+    assert load_config(path).safe_state_at_start is SafeStateAtStart.ALWAYS
+    path = room(tmp_path, "room: room1\nsafe_state_at_start: after-crash\n")
+    [msg] = messages(path)
+    assert f"{path}:2:" in msg
+    assert "after_crash, always, never" in msg and "did you mean 'after_crash'" in msg
