@@ -41,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +56,7 @@ sys.path.insert(0, str(REPO))
 from runner.history import open_for_reading, read_last_runs  # noqa: E402
 from runner.player import MISFIRE_GRACE  # noqa: E402
 from runner.simulate import DeviceFleet, VirtualDevice  # noqa: E402
-from tests.brokers import Mosquitto  # noqa: E402
+from tests.brokers import Mosquitto, free_port  # noqa: E402
 
 ROOM = "room1"
 N_DEVICES = 50
@@ -114,7 +115,10 @@ SCENES = {
 TRIGGER_SCENE = "wave_a"
 
 
-def write_room(root: Path, port: int) -> Path:
+DASHBOARD_TOKEN = "soak-dashboard-token"
+
+
+def write_room(root: Path, port: int, dashboard_port: int) -> Path:
     scenes = root / "scenes"
     scenes.mkdir(parents=True, exist_ok=True)
     for sid, text in SCENES.items():
@@ -126,7 +130,10 @@ def write_room(root: Path, port: int) -> Path:
         f"broker: {{host: 127.0.0.1, port: {port}, connect_retries: 1, retry_delay: 0.2}}\n"
         "scenes_dir: scenes\n"
         "feedback: {timeout: 1.0}\n"
-        "dashboard: {enabled: false}\n"
+        # The retained state holds only the room's own devices: the presence bursts of
+        # other ids are checked through the dashboard's paged /api/devices.
+        f"dashboard: {{enabled: true, bind: 127.0.0.1, port: {dashboard_port}, "
+        f"token: {DASHBOARD_TOKEN}}}\n"
         "triggers:\n"
         f"  - {{topic: {ROOM}/button, message: PRESSED, scene: {TRIGGER_SCENE}, "
         "min_interval: 0.5}\n"
@@ -312,7 +319,8 @@ class Soak:
         self.say = log
         self.workdir = workdir
         self.broker = Mosquitto(workdir / "broker")
-        self.config = write_room(workdir, self.broker.port)
+        self.dashboard_port = free_port()
+        self.config = write_room(workdir, self.broker.port, self.dashboard_port)
         self.stop_event = threading.Event()
         self.runner_up = threading.Event()  # the broker is up and the runner said `online`
         self.flaps: list[Flap] = []
@@ -350,6 +358,18 @@ class Soak:
 
     def _registry_right(self) -> bool:
         return not _mismatch(self.watcher.registry(), self.truth())
+
+    def all_devices(self) -> dict[str, bool]:
+        """The whole registry, own devices and others, from the dashboard's /api/devices."""
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.dashboard_port}/api/devices?offset=0&limit=500",
+            headers={"Authorization": f"Bearer {DASHBOARD_TOKEN}"})
+        try:
+            with urllib.request.urlopen(request, timeout=2) as response:
+                doc = json.load(response)
+        except (OSError, ValueError):
+            return {}
+        return {d["id"]: bool(d["online"]) for d in doc.get("devices", [])}
 
     def _publisher(self) -> mqtt.Client:
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="soak-driver")
@@ -542,12 +562,12 @@ class Soak:
                 info.wait_for_publish(10)
 
         def matches() -> bool:
-            reg = self.watcher.registry()
+            reg = self.all_devices()
             return all(reg.get(g) == (w == "online") for g, w in last.items())
 
         burst.registry_ok = self._wait(matches, SETTLE)
         burst.settled_after = time.time() - burst.at
-        reg = self.watcher.registry()
+        reg = self.all_devices()
         burst.mismatch = sum(reg.get(g) != (w == "online") for g, w in last.items())
         self.say(f"burst of {BURST} presence messages: registry "
                  f"{'right' if burst.registry_ok else 'WRONG'} after "
