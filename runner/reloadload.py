@@ -106,12 +106,19 @@ def load_elsewhere(path: Path, timeout: float = LOAD_TIMEOUT) -> Loaded | Refuse
     """`load(path)` in a fresh child process; the caller only waits (without the GIL)."""
     # spawn, not fork: the service has threads (paho, player) whose locks a fork copies.
     context = multiprocessing.get_context("spawn")
+    # Starting multiprocessing's resource tracker unblocks SIGINT and SIGTERM in the
+    # calling thread (CPython's resource_tracker.ensure_running): `runner serve` would
+    # then die of a plain SIGTERM instead of stopping the room. Put the mask back.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, ())
     pool = ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_child_setup)
     try:
-        return pool.submit(load, path).result(timeout=timeout)
+        future = pool.submit(load, path)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        return future.result(timeout=timeout)
     except FutureTimeout:
         return Refused((), 0, f"reading it took longer than {timeout:.0f} s", os.getpid())
     except BrokenProcessPool as e:
         return Refused((), 0, f"the process reading it ended unexpectedly ({e})", os.getpid())
     finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         pool.shutdown(wait=False, cancel_futures=True)

@@ -432,3 +432,18 @@ def test_a_broken_scene_at_start_is_left_out_and_the_others_play(
     send(recorder, "runner/room1/cmd", json.dumps({"command": "play", "scene": "quick"}))
     recorder.wait_for("room1/fog", "ON")
     assert recorder.payloads("room1/light") == []  # never half-played
+
+
+def test_sigterm_after_a_reload_still_stops_the_room_cleanly(
+        tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder, serve: Serve) -> None:
+    # A reload reads the config in a spawned child; starting multiprocessing's resource
+    # tracker unblocks SIGTERM on the way, and the room then died of the bare signal
+    # (exit -15, no safe state, no `offline`).
+    served = serve(write_room(tmp_path, mosquitto))
+    served.signal(signal.SIGHUP)
+    served.wait_log("Reloaded")
+    served.signal(signal.SIGTERM)
+    code = served.wait_exit(timeout=10)
+    assert code == 0, served.log
+    recorder.wait_for("runner/room1/status", "offline")
+    assert "SIGTERM: stopping the room" in served.log and "Stopped" in served.log

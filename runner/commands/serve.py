@@ -29,6 +29,10 @@ def run(args: argparse.Namespace) -> int:
     # Blocked before any thread exists, so every thread inherits the mask and the
     # signals wait for sigwait() below: no handler ever runs in the middle of a lock.
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    # Should a library unblock one of them in some thread for a moment, the signal is
+    # handed back to sigwait() instead of killing the room with its default action.
+    for sig in SIGNALS:
+        signal.signal(sig, _back_to_sigwait)
     from runner.service import RoomService  # noqa: PLC0415 - paho, vlc: only for serve
 
     try:
@@ -67,6 +71,11 @@ def run(args: argparse.Namespace) -> int:
         os._exit(EXIT_OK if safe else EXIT_ERROR)
     log.info("Stopped")
     return EXIT_OK
+
+
+def _back_to_sigwait(sig: int, _frame: object) -> None:
+    # Runs on the main thread once the mask is back: the signal stays pending for sigwait.
+    os.kill(os.getpid(), sig)
 
 
 def _start(service: RoomService) -> None:
