@@ -31,8 +31,8 @@ def run(args: argparse.Namespace) -> int:
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     # Should a library unblock one of them in some thread for a moment, the signal is
     # handed back to sigwait() instead of killing the room with its default action.
-    for sig in SIGNALS:
-        signal.signal(sig, _back_to_sigwait)
+    for each in SIGNALS:
+        signal.signal(each, _back_to_sigwait)
     from runner.service import RoomService  # noqa: PLC0415 - paho, vlc: only for serve
 
     try:
