@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from runner.cli import EXIT_ERROR, EXIT_OK
-from runner.commands._common import config_from_args
+from runner.commands._common import DEFAULT_CONFIG, config_from_args
 from runner.shows import WEEKDAY_NAMES, ShowError, describe, next_starts
 
 HEADER = ("SCENE", "NEXT START", "WEEKDAY", "SCHEDULE")
@@ -19,9 +20,8 @@ def run(args: argparse.Namespace) -> int:
     except ShowError as e:
         print(f"runner shows: {e}", file=sys.stderr)
         return EXIT_ERROR
-    where = config.source or "the default config"
     if not starts:
-        print(f"No shows configured in {where}; add them under `shows:`.")
+        print(no_shows_message(config.source))
         return EXIT_OK
     rows = [
         (show.scene,
@@ -34,3 +34,13 @@ def run(args: argparse.Namespace) -> int:
     for r in [HEADER, *rows]:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     return EXIT_OK
+
+
+def no_shows_message(source: Path | None) -> str:
+    """Why the list is empty: the config names no shows, or there is no config at all."""
+    if source is not None:
+        return f"No shows configured in {source}; add them under `shows:`."
+    looked = Path.cwd() / DEFAULT_CONFIG
+    return (f"No config found: runner looked for {looked} (without --config it looks only "
+            "there), so no shows are configured. Pass --config FILE, e.g. "
+            "runner shows --config /etc/runner/runner.yaml.")
