@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import paho.mqtt.client as mqtt
 import pytest
 from starlette.applications import Starlette
@@ -504,7 +504,7 @@ def test_page_and_api_carry_security_headers(app: Starlette) -> None:
 
 # -- the live feed, through the real server --------------------------------------------
 
-def read_events(response: httpx.Response, events: list[dict[str, Any]],
+def read_events(response: httpx2.Response, events: list[dict[str, Any]],
                 comments: list[str]) -> None:
     """Collects `snapshot` events from an open SSE response until it ends."""
     data: list[str] = []
@@ -521,7 +521,7 @@ def read_events(response: httpx.Response, events: list[dict[str, Any]],
                 if event == "snapshot":
                     events.append(json.loads("\n".join(data)))
                 data, event = [], "message"
-    except httpx.HTTPError:
+    except httpx2.HTTPError:
         pass  # the server went away: the test is over
 
 
@@ -536,7 +536,7 @@ def served(room: LabRoom) -> Iterator[DashboardServer]:
 def test_live_feed_pushes_changes_coalesced(room: LabRoom, served: DashboardServer) -> None:
     events: list[dict[str, Any]] = []
     comments: list[str] = []
-    with httpx.Client(base_url=served.url, timeout=10) as http, \
+    with httpx2.Client(base_url=served.url, timeout=10) as http, \
             http.stream("GET", "/api/events") as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -581,10 +581,10 @@ def test_port_in_use_is_a_sentence(room: LabRoom, served: DashboardServer) -> No
 
 def test_server_serves_the_page(served: DashboardServer) -> None:
     assert served.port != 0
-    r = httpx.get(served.url, timeout=5)
+    r = httpx2.get(served.url, timeout=5)
     assert r.status_code == 200 and "/static/app.js" in r.text
     assert "server" not in r.headers  # no version banner
-    assert httpx.get(served.url + "static/app.js", timeout=5).status_code == 200
+    assert httpx2.get(served.url + "static/app.js", timeout=5).status_code == 200
 
 
 

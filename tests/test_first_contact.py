@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.conftest import run_runner
@@ -25,3 +27,12 @@ def test_shows_with_a_config_without_shows_names_that_file(tmp_path: Path) -> No
     result = run_runner("shows", "--config", str(config), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"No shows configured in {config}" in result.stdout
+
+
+def test_starlette_test_client_imports_without_a_deprecation_warning() -> None:
+    # The test extra installs httpx2, the client starlette.testclient is built on; with plain
+    # httpx every test run ended on "Using `httpx` with `starlette.testclient` is deprecated".
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", "import starlette.testclient"],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
