@@ -61,7 +61,23 @@ def test_devices_takes_last_seen_from_the_room_service_state(
 
 
 def test_devices_with_no_broker_says_so_without_a_traceback(tmp_path: Path) -> None:
-    result = run_runner("devices", "--broker", f"127.0.0.1:{free_port()}", "--wait", "0",
+    port = free_port()
+    result = run_runner("devices", "--broker", f"127.0.0.1:{port}", "--wait", "0",
                         cwd=tmp_path, timeout=60)
     assert result.returncode == 1
-    assert "did not answer" in result.stderr and "Traceback" not in result.stderr
+    err = result.stderr
+    assert f"broker at 127.0.0.1:{port} is not reachable" in err, err
+    assert "--broker HOST:PORT" in err and "Traceback" not in err
+    # `runner devices` sends nothing: no simulation mode, no "commands are logged" line.
+    assert "SIMULATION" not in err and "logged, not sent" not in err, err
+
+
+def test_devices_with_no_broker_names_the_config_to_check(tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path, port=free_port())  # never started: nothing listens
+    config = _config(tmp_path, broker)
+    result = run_runner("devices", "--config", str(config), "--wait", "0", cwd=tmp_path,
+                        timeout=60)
+    assert result.returncode == 1
+    assert f"broker at 127.0.0.1:{broker.port} is not reachable" in result.stderr
+    assert f"broker.host/port in {config}" in result.stderr
+    assert "SIMULATION" not in result.stderr

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     # Its own client id: borrowing the service's would push the service off the broker.
     client = MQTTClient(b.host, b.port, f"runner-devices-{os.getpid()}", username=b.username,
                         password=b.password, tls=b.tls, connect_retries=1, retry_delay=0.0,
-                        keepalive=b.keepalive)
+                        keepalive=b.keepalive, fallback=False)
     registry = DeviceRegistry()
     tracker = FeedbackTracker()
     handler = MessageHandler(registry, tracker, status_topics=config.status_topics,
@@ -49,8 +49,7 @@ def run(args: argparse.Namespace) -> int:
         client.subscribe(topic_filter)
     try:
         if not client.connect():
-            print(f"runner devices: the broker {client.address} did not answer; check that "
-                  "it runs and broker.host/port in runner.yaml (or --broker HOST:PORT).",
+            print(unreachable_message(config, client.address, client.last_error),
                   file=sys.stderr)
             return EXIT_ERROR
         threading.Event().wait(max(0.0, args.wait))  # retained messages arrive meanwhile
@@ -59,6 +58,19 @@ def run(args: argparse.Namespace) -> int:
         tracker.close()
     print_devices(config, registry.get_all_devices(), room_state, client.address, args.wait)
     return EXIT_OK
+
+
+def unreachable_message(config: Config, address: str, why: str) -> str:
+    """The broker is not reachable: say so, why, and what to check."""
+    because = f" ({why})" if why else ""
+    if config.source:
+        check = (f"and that broker.host/port in {config.source} name it (or pass "
+                 "--broker HOST:PORT)")
+    else:
+        check = ("or name the room's broker with --broker HOST:PORT or --config FILE (there "
+                 "is no ./runner.yaml here)")
+    return (f"runner devices: the MQTT broker at {address} is not reachable{because}. "
+            f"Check that the broker (mosquitto) runs there, {check}.")
 
 
 def print_devices(config: Config, seen: dict[str, Any], room_state: dict[str, Any],

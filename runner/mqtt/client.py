@@ -85,7 +85,8 @@ class MQTTClient:
                  retry_delay: float = 2.0, keepalive: int = 30,
                  presence_topic: str | None = None, max_backoff: float = 5.0,
                  connack_timeout: float = CONNACK_TIMEOUT,
-                 reconnect_delay: float | None = RECONNECT_DELAY) -> None:
+                 reconnect_delay: float | None = RECONNECT_DELAY,
+                 fallback: bool = True) -> None:
         self.host = host
         self.port = port
         self.client_id = client_id
@@ -100,6 +101,10 @@ class MQTTClient:
         # A fixed background retry period; None: MIN_BACKOFF doubling up to max_backoff.
         self._reconnect_delay = None if reconnect_delay is None else max(0.0, reconnect_delay)
         self._connack_timeout = connack_timeout
+        # False: a connect() that fails just returns False (no simulation mode, no background
+        # reconnect, no log line); the caller says what failed, with last_error's reason.
+        self._fallback = fallback
+        self.last_error = ""
         self._protocol = mqtt.MQTTv5  # MQTTv311 once a broker refused MQTT 5
         self._v5_refused = False
 
@@ -180,7 +185,10 @@ class MQTTClient:
     # -- connecting ------------------------------------------------------------------
 
     def connect(self) -> bool:
-        """Try `connect_retries` times; False means simulation mode, retrying in background."""
+        """Try `connect_retries` times; False means simulation mode, retrying in background.
+
+        With `fallback=False`, False means only that no attempt got through (why: last_error).
+        """
         if self.connected:
             return True
         self._closing.clear()
@@ -192,10 +200,14 @@ class MQTTClient:
             if outcome is _Attempt.REFUSED:
                 self._enter_simulation(give_up=True)
                 return False
-            log.warning("MQTT broker %s not reachable (attempt %d of %d): %s",
-                        self.address, attempt, self._connect_retries, why)
+            self.last_error = why
+            if self._fallback:
+                log.warning("MQTT broker %s not reachable (attempt %d of %d): %s",
+                            self.address, attempt, self._connect_retries, why)
             if attempt < self._connect_retries and self._closing.wait(self._retry_delay):
                 return False
+        if not self._fallback:
+            return False
         self._enter_simulation(give_up=False)
         log.warning("SIMULATION mode: the broker %s did not answer, so commands are logged, "
                     "not sent; reconnecting in the background. Check that mosquitto runs "
