@@ -17,6 +17,7 @@ from typing import Any
 from runner import checks, schema
 from runner.errors import Diagnostic, Severity, ValidationFailed
 from runner.model import (
+    DEFAULT_KEEP_DAYS,
     BrokerConfig,
     Config,
     DashboardConfig,
@@ -257,6 +258,14 @@ def _path(base: Path, value: str | None) -> Path | None:
     return None if value is None else (base / value).resolve()
 
 
+def _keep_days(history: dict[str, Any]) -> float | None:
+    """`history.keep_days`: the default when absent; 0 or null keep every run."""
+    if "keep_days" not in history:
+        return DEFAULT_KEEP_DAYS
+    value = history["keep_days"]
+    return float(value) if value else None
+
+
 def build_config(doc: Document, path: Path) -> Config:
     """Build the model from a config document that passed `check_config` without errors."""
     data: dict[str, Any] = doc.value
@@ -321,6 +330,7 @@ def build_config(doc: Document, path: Path) -> Config:
         devices=_frozen_devices({k: tuple(v) for k, v in data.get("devices", {}).items()}),
         timezone=data.get("timezone"),
         history_file=_path(base, data.get("history_file")),
+        history_keep_days=_keep_days(data.get("history", {})),
         safe_state_at_start=SafeStateAtStart(data.get("safe_state_at_start", "after_crash")),
         source=path.resolve(),
     )

@@ -3,6 +3,11 @@
 One writer thread owns the write connection (sqlite connections belong to one thread)
 and commits each start, action and end on its own, in WAL mode, so a crash loses at
 most the action in flight and a slow SD card never holds up the player's thread.
+
+The writer thread also keeps the file honest: before each write it checks
+that the file at `path` is still the one it opened (a restore by `mv` or rsync replaces
+it under the service) and reopens it when not; and it prunes runs older than
+`keep_days`, a few hundred rows at a time between writes, at start and then hourly.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +34,11 @@ FLUSH_TIMEOUT = 5.0  # how long close() waits for queued writes
 READ_FLUSH_TIMEOUT = 1.0  # how long a reader waits for queued writes before reading anyway
 FORGET_SLACK = 50  # places of dropped records are forgotten once this many pile up
 UNFINISHED = "interrupted"  # the outcome of a run the service never saw end (crash, power)
+IN_MEMORY = ":memory:"  # sqlite's name for a database that lives only in this process
+CHECK_INTERVAL = 1.0  # seconds between two tries to reopen a file that could not be opened
+PRUNE_INTERVAL = 3600.0  # seconds between two prunes (the first runs at start)
+PRUNE_BATCH = 500  # rows deleted per step of a prune; queued writes go between the steps
+DAY = 86400.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -94,6 +104,15 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the file at `path`, None when there is none."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
 def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
     return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
 
@@ -105,12 +124,34 @@ def is_failure(record: dict[str, Any]) -> bool:
 
 
 class RunHistory:
-    """Appends runs to the database in a writer thread; reads from any thread."""
+    """Appends runs to the database in a writer thread; reads from any thread.
 
-    def __init__(self, path: Path) -> None:
+    `keep_days`: runs that ended longer ago are pruned (None or 0: kept forever).
+    `clock` is the wall clock pruning measures age by; `on_prune_step` is called on the
+    writer thread after each committed step of a prune (tests watch the writer with it).
+    """
+
+    def __init__(self, path: Path, *, keep_days: float | None = None,
+                 clock: Callable[[], float] = time.time,
+                 prune_interval: float = PRUNE_INTERVAL, prune_batch: int = PRUNE_BATCH,
+                 on_prune_step: Callable[[int], None] | None = None) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.keep_days = keep_days or None
+        self._clock = clock
+        self._prune_interval = prune_interval
+        self._prune_batch = max(1, prune_batch)
+        self._on_prune_step = on_prune_step
+        self._in_memory = str(path) == IN_MEMORY
+        if not self._in_memory:
+            path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = _connect(path)
+        self._file = None if self._in_memory else _identity(path)  # `path` when opened
+        self._checked = time.monotonic()
+        self._reopen_failed = False  # in memory: the file could not be opened again
+        self._reopened = False  # the writer starts a prune of the new file
+        self._pruned = threading.Event()  # set after each prune ends
+        if self.keep_days is None:
+            self._pruned.set()
         self._lock = threading.Lock()  # guards the connection between writer and readers
         self._queue: queue.Queue[Callable[[sqlite3.Connection], object] | None] = queue.Queue()
         self._written: dict[tuple[str, int], str] = {}  # what each record was last saved as
@@ -214,19 +255,150 @@ class RunHistory:
         self._queue.put(write)
 
     def _write_loop(self) -> None:
+        prune: Generator[int, None, None] | None = None
+        next_prune = time.monotonic()  # the first prune runs at start
         while True:
-            write = self._queue.get()
+            if prune is None and self.keep_days is not None and time.monotonic() >= next_prune:
+                prune = self._prune_steps()
+                next_prune = time.monotonic() + self._prune_interval
             try:
-                if write is None:
-                    return
-                with self._lock:
-                    write(self._conn)
-                    self._conn.commit()
-            except sqlite3.Error as exc:
-                log.error("The run history %s could not be written (%s); the show goes on",
-                          self.path, exc)
-            finally:
+                if prune is not None:  # queued writes first, then the next step of the prune
+                    first = self._queue.get_nowait()
+                elif self.keep_days is not None:
+                    first = self._queue.get(timeout=max(0.0, next_prune - time.monotonic()))
+                else:
+                    first = self._queue.get()
+            except queue.Empty:
+                if prune is not None and next(prune, None) is None:
+                    prune = None
+                continue
+            if first is None:
                 self._queue.task_done()
+                return
+            self._write(first)
+            if self._reopened:  # the new file gets a prune of its own, now
+                self._reopened = False
+                if prune is not None:
+                    prune.close()
+                prune = None
+                next_prune = time.monotonic()
+
+    def _write(self, write: Callable[[sqlite3.Connection], object]) -> None:
+        try:
+            self._check_file()
+            with self._lock:
+                write(self._conn)
+                self._conn.commit()
+        except sqlite3.Error as exc:
+            log.error("The run history %s could not be written (%s); the show goes on",
+                      self.path, exc)
+        finally:
+            self._queue.task_done()
+
+    # -- the file under the service ---------------------------------------------------
+
+    def _check_file(self) -> None:
+        """On the writer thread, before each write: reopen when `path` is gone or another file.
+
+        One stat (about a microsecond, beside a commit's fsync of a millisecond or more),
+        so that writes queued before a restore go to the restored file too. After a
+        reopen that failed, it is tried again every CHECK_INTERVAL.
+        """
+        if self._in_memory:
+            return
+        now = time.monotonic()
+        if self._reopen_failed and now - self._checked < CHECK_INTERVAL:
+            return
+        self._checked = now
+        current = _identity(self.path)
+        if current is not None and current == self._file:
+            return
+        self._reopen("was deleted" if current is None else "was replaced by another file")
+
+    def _reopen(self, what: str) -> None:
+        with self._lock:
+            if not self._reopen_failed:
+                try:
+                    # The old file's WAL lies beside the new file under the same name: write
+                    # it into the old file and empty it, or the new file's next reader would
+                    # take the old pages for its own ("database disk image is malformed").
+                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                except sqlite3.Error as e:
+                    log.error("The run history %s: the old file's log could not be emptied "
+                              "(%s)", self.path, e)
+                self._conn.close()
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = _connect(self.path)
+            except (OSError, sqlite3.Error) as e:
+                if not self._reopen_failed:
+                    self._conn = _connect(Path(IN_MEMORY))
+                    self._file = None
+                    self._reopen_failed = True
+                    log.error("The run history %s %s while the service had it open, and it "
+                              "cannot be opened again (%s): runs are kept in memory until it "
+                              "can; check the folder and its permissions", self.path, what, e)
+                return
+            if self._reopen_failed:
+                self._conn.close()  # the runs kept in memory meanwhile are not carried over
+            self._conn = conn
+            self._file = _identity(self.path)
+            self._reopen_failed = False
+            self._reopened = True
+        log.warning("The run history %s %s while the service had it open (a restore by mv "
+                    "or rsync?): reopened it; runs from now on are written to the new file",
+                    self.path, what)
+
+    # -- retention --------------------------------------------------------------------
+
+    def _prune_steps(self) -> Generator[int, None, None]:
+        """On the writer thread: delete runs that ended more than `keep_days` ago.
+
+        A generator: each step deletes at most `prune_batch` rows and commits, and the
+        writer runs the queued writes before it asks for the next step.
+        """
+        keep = self.keep_days
+        if keep is None:
+            return
+        cutoff = self._clock() - keep * DAY
+        self._pruned.clear()
+        try:
+            with self._lock:
+                old = [r[0] for r in self._conn.execute(
+                    "SELECT run_id FROM runs WHERE outcome != 'running' AND "
+                    "coalesce(ended_at, started_at) < ? ORDER BY started_at", (cutoff,))]
+            pruned = 0
+            step = 0
+            while pruned < len(old):
+                budget = self._prune_batch
+                with self._lock:
+                    while pruned < len(old) and budget > 0:
+                        run_id = old[pruned]
+                        budget -= self._conn.execute(
+                            "DELETE FROM actions WHERE run_id = ? AND seq IN (SELECT seq FROM "
+                            "actions WHERE run_id = ? ORDER BY seq LIMIT ?)",
+                            (run_id, run_id, budget)).rowcount
+                        if budget > 0:  # fewer left than asked: the run has no actions left
+                            self._conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+                            budget -= 1
+                            pruned += 1
+                    self._conn.commit()
+                step += 1
+                if self._on_prune_step is not None:
+                    self._on_prune_step(step)
+                yield step
+            if pruned:
+                log.info("The run history %s: pruned %d run(s) that ended more than %g days "
+                         "ago (history.keep_days)", self.path, pruned, keep)
+        except sqlite3.Error as exc:
+            log.error("The run history %s could not be pruned (%s); the show goes on",
+                      self.path, exc)
+        finally:
+            self._pruned.set()
+
+    def wait_pruned(self, timeout: float = FLUSH_TIMEOUT) -> bool:
+        """Wait until a prune has ended and none is under way; False after `timeout`."""
+        return self._pruned.wait(timeout)
 
     def flush(self, timeout: float = FLUSH_TIMEOUT) -> bool:
         """Wait until every queued write is committed; False after `timeout`."""

@@ -13,6 +13,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 MEDIA_SUFFIXES = ("/audio", "/video")
+DEFAULT_KEEP_DAYS = 90.0  # history.keep_days when the config does not say
 
 
 class Route(str, Enum):
@@ -186,6 +187,7 @@ class Config:
     )
     timezone: str | None = None  # None: the system's
     history_file: Path | None = None  # None: history.sqlite3 beside the config
+    history_keep_days: float | None = DEFAULT_KEEP_DAYS  # runs older are pruned; None: all kept
     safe_state_at_start: SafeStateAtStart = SafeStateAtStart.AFTER_CRASH
     source: Path | None = None
 

@@ -85,18 +85,18 @@ def scenes_at_start(config: Config) -> dict[str, Scene]:
     return scenes
 
 
-def open_history(path: Path) -> RunHistory:
+def open_history(path: Path, keep_days: float | None = None) -> RunHistory:
     """The run history at `path`; when it cannot be written, one in memory and a loud line.
 
     A room must not stay dark because its record cannot be kept: the shows go on.
     """
     try:
-        return RunHistory(path)
+        return RunHistory(path, keep_days=keep_days)
     except (OSError, sqlite3.Error) as e:
         log.error("The run history %s cannot be written (%s): runs are kept in memory only "
                   "until the service stops. Set history_file in runner.yaml to a writable "
                   "file, e.g. /var/lib/runner/history.sqlite3", path, e)
-        return RunHistory(Path(IN_MEMORY))
+        return RunHistory(Path(IN_MEMORY), keep_days=keep_days)
 
 
 class RoomService:
@@ -135,7 +135,8 @@ class RoomService:
                                       feedback_topics=feedback_topics(self.scenes, config))
         self.media: MediaBackend = open_backend(config.media_dir, dummy=dummy_media)
         self.player = self._new_player(config)
-        self.history = open_history(history_path or default_path(config))
+        self.history = open_history(history_path or default_path(config),
+                                    config.history_keep_days)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="room")
         self.triggers = TriggerRouter(config.triggers, self._on_trigger)
         self.control = RemoteControl(self, self._submit)

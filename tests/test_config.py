@@ -47,6 +47,7 @@ def test_example_config_builds_the_model() -> None:
     assert [a.message for a in config.safe_state] == ["OFF", "ON"]
     assert config.device_for_topic("room1/steam") == "esp32_02"
     assert config.timezone == "Europe/Berlin"
+    assert config.history_keep_days == 90
     assert config.source == REPO / "examples" / "runner.yaml"
 
 
