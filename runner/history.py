@@ -310,7 +310,10 @@ class RunHistory:
         if self._reopen_failed and now - self._checked < CHECK_INTERVAL:
             return
         self._checked = now
-        current = _identity(self.path)
+        try:
+            current = _identity(self.path)
+        except OSError:
+            return  # cannot tell (a folder without search permission): write on as before
         if current is not None and current == self._file:
             return
         self._reopen("was deleted" if current is None else "was replaced by another file")
