@@ -75,6 +75,7 @@ BURST = 1000  # presence messages per burst
 SETTLE = 15.0  # seconds for the registry to match the truth before it counts as wrong
 FLAP_SETTLE = 5.0  # after a flap: well before the victim's power returns
 SAMPLE_EVERY = 2.0  # seconds between RSS / fd / thread samples
+WARM_UP = 60.0  # seconds (at most a quarter of the run) before the first counted sample
 MB = 1024 * 1024
 
 
@@ -655,7 +656,11 @@ class Soak:
             for rec in run["records"]:
                 feedback[rec["feedback"]] = feedback.get(rec["feedback"], 0) + 1
         reconnects = [f.reconnect for f in self.flaps if f.reconnect is not None]
-        start = next((s for s in self.samples if s["at"] >= self.t0), None)
+        # The first sample after a warm-up: by then the first scene has run, so the history
+        # file, the dashboard's sockets and the reload child's pipe are open; growth after
+        # that is what counts.
+        warm = self.t0 + min(WARM_UP, self.duration / 4)
+        start = next((s for s in self.samples if s["at"] >= warm), None)
         end = self.samples[-1] if self.samples else None
         half = [s for s in self.samples if s["at"] >= self.t0 + self.duration / 2]
         slope = None
