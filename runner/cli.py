@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from runner import __version__
+from runner.logtime import RoomClockFormatter
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -91,12 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def setup_logging(verbose: int, quiet: int) -> None:
     level = logging.INFO - 10 * verbose + 10 * quiet
-    logging.basicConfig(
-        level=max(logging.DEBUG, min(logging.CRITICAL, level)),
-        format="%(asctime)s.%(msecs)03d %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    # The system's clock until the config is read; then the room's (runner.logtime.use_zone).
+    handler.setFormatter(RoomClockFormatter())
+    logging.basicConfig(level=max(logging.DEBUG, min(logging.CRITICAL, level)),
+                        handlers=[handler])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

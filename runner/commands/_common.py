@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from runner.configfile import default_config, load_config
 from runner.errors import Diagnostic, RunnerError
+from runner.logtime import use_zone, zone_named
 from runner.model import Config
 
 DEFAULT_CONFIG = "runner.yaml"
@@ -42,6 +43,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         host, port = parse_broker(broker, default_port=config.broker.port)
         config = dataclasses.replace(
             config, broker=dataclasses.replace(config.broker, host=host, port=port))
+    use_zone(zone_named(config.timezone))  # log lines on the room's clock, as the dashboard
     return config
 
 

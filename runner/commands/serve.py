@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from runner.cli import EXIT_ERROR, EXIT_OK
 from runner.commands._common import config_from_args, print_diagnostics
 from runner.errors import RunnerError, ValidationFailed
+from runner.logtime import use_zone, zone_named
 from runner.shows import ShowError
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         log.info("SIGHUP: reloading %s", config.source)
         service.reload(config.source)
+        use_zone(zone_named(service.config.timezone))  # a new `timezone:` moves the log too
     log.info("%s: stopping the room", signal.Signals(sig).name)
     stopper = threading.Thread(target=service.shutdown, name="shutdown", daemon=True)
     stopper.start()
