@@ -103,3 +103,41 @@ def test_serve_log_lines_carry_the_rooms_offset_and_follow_a_reloaded_zone(
     finally:
         log = serve.finish()
     assert _stamp_of(log, "stopping the room") in ("-03:30", "-02:30"), log
+
+
+def _room_with_history(tmp_path: Path, broker: Mosquitto) -> tuple[Path, Path]:
+    (tmp_path / "scenes").mkdir()
+    (tmp_path / "media").mkdir()
+    (tmp_path / "scenes" / "show.yaml").write_text(
+        "name: Show\nactions:\n  - {at: 0, topic: room1/light, message: ON, feedback: none}\n"
+        "  - {at: 0.1, topic: room1/steam, message: ON}\n")  # unanswered: TIMEOUT
+    history = tmp_path / "state" / "runs.sqlite3"
+    config = tmp_path / "runner.yaml"
+    config.write_text(
+        f"room: room1\nbroker: {{host: 127.0.0.1, port: {broker.port}, connect_retries: 1}}\n"
+        f"scenes_dir: scenes\nmedia_dir: media\nfeedback: {{timeout: 0.3}}\n"
+        f"history_file: {history}\n")
+    return config, history
+
+
+def test_a_play_run_is_recorded_in_the_rooms_history_and_runner_history_shows_it(
+        tmp_path: Path, mosquitto: Mosquitto) -> None:
+    config, history = _room_with_history(tmp_path, mosquitto)
+    played = run_runner("play", "show", "--config", str(config), cwd=tmp_path)
+    assert played.returncode == 3, played.stderr  # the steam cue was never confirmed
+    assert history.is_file()
+    listed = run_runner("history", "--config", str(config), cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    row = next(ln for ln in listed.stdout.splitlines() if " show " in f" {ln} ")
+    assert row.split()[2:4] == ["show", "cli"], listed.stdout
+    assert "room1/steam=ON TIMEOUT" in row, listed.stdout
+    assert "running" not in row  # its end was written before `runner play` exited
+
+
+def test_a_simulated_play_run_is_not_recorded(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    config, history = _room_with_history(tmp_path, mosquitto)
+    played = run_runner("play", "show", "--simulate", "--config", str(config), cwd=tmp_path)
+    assert played.returncode == 0, played.stderr
+    assert not history.exists()
+    listed = run_runner("history", "--config", str(config), cwd=tmp_path)
+    assert "play --simulate are not recorded" in listed.stdout

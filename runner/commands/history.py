@@ -22,7 +22,8 @@ def run(args: argparse.Namespace) -> int:
     path = default_path(config)
     conn = open_for_reading(path)
     if conn is None:
-        print(f"No runs recorded yet: {path} does not exist (runner serve writes it).")
+        print(f"No runs recorded yet: {path} does not exist (runner serve and runner play "
+              "--config write it; runs of play --simulate are not recorded).")
         return EXIT_OK
     try:
         runs = read_last_runs(conn, max(1, args.limit), records=False)

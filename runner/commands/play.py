@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sqlite3
 import sys
 import threading
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import TextIO
 from runner.cli import EXIT_ERROR, EXIT_FEEDBACK_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from runner.commands._common import config_from_args
 from runner.errors import RunnerError
+from runner.history import RunHistory, default_path
 from runner.media import MediaBackend, SimulatedMedia, open_backend
 from runner.model import Config, Scene
 from runner.mqtt.client import MQTTClient
@@ -110,6 +112,40 @@ def _log_offline_devices(scene: Scene, config: Config, registry: DeviceRegistry,
                     "be confirmed", scene.id, ", ".join(missing))
 
 
+def open_history(config: Config, simulate: bool) -> RunHistory | None:
+    """The room's run history (the one `runner serve` writes) when a config file is in use.
+
+    Not for `--simulate` (nothing reached the room) nor without a config (an ad-hoc play of
+    a scene file). A history that cannot be written leaves the run unrecorded, with a line.
+    """
+    if simulate or config.source is None:
+        return None
+    path = default_path(config)
+    try:
+        return RunHistory(path)  # no pruning here: `runner serve` prunes its history
+    except (sqlite3.Error, OSError) as e:
+        log.warning("This run is not recorded: the run history %s cannot be written (%s); "
+                    "play as the service's user (sudo -u runner runner play ...) or set "
+                    "history_file in %s", path, e, config.source)
+        return None
+
+
+def record_into(history: RunHistory, player: Player) -> None:
+    """Every run of `player` and its actions into `history`, as the service records them."""
+
+    def on_event(event: str, run: SceneRun) -> None:
+        if event == "started":
+            history.record_start(run)
+        elif event == "finished":
+            history.record_end(run)
+
+    def on_record(_event: str, run: SceneRun, rec: ActionRecord) -> None:
+        history.record_action(run.run_id, rec, history.place(run, rec))
+
+    player.add_listener(on_event)
+    player.add_record_listener(on_record)
+
+
 def run(args: argparse.Namespace) -> int:
     config, scene = _load(args)
 
@@ -131,6 +167,9 @@ def run(args: argparse.Namespace) -> int:
     player = Player(client or SimulatedPublisher(), tracker, media, config)
     progress = Progress(sys.stdout)
     player.add_record_listener(progress.on_record)
+    history = open_history(config, args.simulate)
+    if history is not None:
+        record_into(history, player)
 
     interrupted = threading.Event()
 
@@ -150,6 +189,8 @@ def run(args: argparse.Namespace) -> int:
                 progress.redraw(player.state(records=False))
     finally:
         player.shutdown()  # stops a scene still running into its safe state
+        if history is not None:
+            history.close()  # after the player's last event: the run's end is written
         media.close()
         tracker.close()
         if client is not None:
