@@ -1,8 +1,10 @@
 """`runner demo`: the whole product on one machine without hardware.
 
-A broker that answers at the configured address is used; otherwise an embedded one
-starts. Virtual devices serve every command topic of the example scenes, the room
-service plays the demo scene in a loop, and the dashboard shows it all.
+The demo starts its own broker (amqtt) on a free loopback port and sends nothing to
+any other: on a room's Pi, 127.0.0.1:1883 is the room's broker with real props behind
+it. Only `--broker HOST:PORT` makes it use another broker (when that one answers).
+Virtual devices serve every command topic of the example scenes, the room service
+plays the demo scene in a loop, and the dashboard shows it all.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ DEMO_ROOM = "room1"
 DEVICE_LATENCY = (0.05, 0.3)  # seconds a virtual device takes to answer
 PROBE_TIMEOUT = 2.0  # seconds an existing broker has to answer CONNECT
 ONLINE_TIMEOUT = 10.0
+# Where a wrong dashboard token is sent to look for the right one.
+LOGIN_HINT = "use the token `runner demo` printed in its terminal (the `token` line)"
 RESTART_PAUSE = 3.0  # before the show starts again after it ended on its own
 SAFE_STATE = (Action(0.0, "room1/steam", "OFF"),)
 
@@ -117,9 +121,12 @@ def _command_topics(scenes_dir: Path, media_dir: Path) -> list[str]:
 
 
 class Demo:
-    """Starts and stops the demo's parts in order, and tells the console what happens."""
+    """Starts and stops the demo's parts in order, and tells the console what happens.
 
-    def __init__(self, broker: BrokerConfig, *, dashboard_port: int = 8080,
+    `broker`: the one `--broker` asked for; None (the default) starts the embedded one.
+    """
+
+    def __init__(self, broker: BrokerConfig | None = None, *, dashboard_port: int = 8080,
                  out: TextIO = sys.stdout, restart_pause: float = RESTART_PAUSE) -> None:
         self.broker = broker
         self.dashboard_port = dashboard_port
@@ -198,18 +205,22 @@ class Demo:
     # --- parts ---------------------------------------------------------------------
 
     def _find_broker(self) -> BrokerConfig:
-        address = f"{self.broker.host}:{self.broker.port}"
+        """The broker asked for with --broker when it answers; else an embedded one."""
         self.say("runner demo: a room show with virtual devices, no hardware needed.")
-        if broker_answers(self.broker):
-            self.say(f"  broker     the MQTT broker at {address}")
-            return self.broker
+        asked = self.broker
+        if asked is not None and broker_answers(asked):
+            self.say(f"  broker     the MQTT broker at {asked.host}:{asked.port} (--broker)")
+            return asked
         self.embedded = EmbeddedBroker().start()
-        self.say(f"  broker     embedded (amqtt) on {self.embedded.address}; "
-                 f"nothing answered at {address}")
-        return BrokerConfig(host=self.embedded.host, port=self.embedded.port)
+        self.say(f"demo broker: embedded on {self.embedded.address} (nothing is sent to a "
+                 "room's broker; --broker to use one)")
+        if asked is not None:
+            self.say(f"  (nothing answered at {asked.host}:{asked.port}, the --broker asked for)")
+        # amqtt leaves an MQTT 5 CONNECT unanswered: 3.1.1 at once, not after a timeout.
+        return BrokerConfig(host=self.embedded.host, port=self.embedded.port, mqtt5=False)
 
     def _start_dashboard(self, service: RoomService) -> DashboardServer:
-        app = create_app(service)
+        app = create_app(service, login_hint=LOGIN_HINT)
         server = DashboardServer(app, "127.0.0.1", self.dashboard_port)
         try:
             server.start()
@@ -248,6 +259,12 @@ class Demo:
         if event != "finished" or self._stopping.is_set():
             return
         if run.outcome in (Outcome.STOPPED, Outcome.PANIC):
+            current = self.service.player.current_run if self.service else None
+            if current is not None and current is not run:
+                # Play while it ran (mode restart): the new run is already on.
+                self.say(f"The show was started again from the top ({current.trigger}); "
+                         "it plays on in a loop.")
+                return
             self.say(f"The show was {run.outcome.value} from the dashboard or a command; "
                      "press Play there to start it again.")
             return

@@ -127,6 +127,9 @@ class BrokerConfig:
     retry_delay: float = 2.0
     reconnect_delay: float = 0.1  # background retry period once the broker is lost
     keepalive: int = 30
+    # False: MQTT 3.1.1 from the first CONNECT, for a broker known not to answer MQTT 5
+    # (the demo's embedded amqtt); True: MQTT 5 first, 3.1.1 when the broker refuses it.
+    mqtt5: bool = True
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import ctypes.util
 import json
+import logging
 import re
 import signal
 import socket
 import subprocess
 import threading
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from runner.demo import broker_answers, demo_files
 from runner.embedded_broker import EmbeddedBroker
 from runner.model import BrokerConfig
+from runner.mqtt.client import MQTTClient
 from runner.simulate import DeviceFleet, VirtualDevice
 from tests.brokers import Mosquitto, free_port
 from tests.conftest import Recorder, require, spawn_runner, wait_until
@@ -155,6 +158,74 @@ def test_demo_uses_a_broker_that_answers(
     recorder.wait_for("devices/esp32_room1_steam/status", "offline")
     recorder.wait_for("runner/room1/status", "offline")
     assert "Stopped." in demo.output()
+
+
+def wrong_login(base: str) -> str:
+    """The error a wrong token gets from the login form's endpoint."""
+    request = urllib.request.Request(
+        base + "api/login", data=json.dumps({"token": "not-the-token"}).encode(),
+        method="POST", headers={"content-type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)  # loopback only
+    assert refused.value.code == 401
+    return str(json.loads(refused.value.read())["error"])
+
+
+def quiet_since(recorder: Recorder) -> list[str]:
+    """Topics the recorder got, up to a barrier of its own (all earlier ones arrived)."""
+    recorder.client.publish("test/barrier", "1", qos=1)
+    recorder.wait_for("test/barrier", "1")
+    with recorder.lock:
+        return [m.topic for m in recorder.messages if m.topic != "test/barrier"]
+
+
+def test_demo_sends_nothing_to_a_broker_it_did_not_start(
+        tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder,
+        demo_factory: list[DemoProcess]) -> None:
+    # A room's Pi: its runner.yaml names the room's broker, real props listen there.
+    (tmp_path / "runner.yaml").write_text(
+        f"room: room1\nbroker: {{host: {mosquitto.host}, port: {mosquitto.port}}}\n")
+    demo = start_demo(demo_factory, tmp_path, "--port", "0")
+    base = check_running_demo(demo)  # the show plays, answered, on the demo's own broker
+    banner = re.search(r"demo broker: embedded on 127\.0\.0\.1:(\d+) \(nothing is sent to "
+                       r"a room's broker; --broker to use one\)", demo.output())
+    assert banner is not None, demo.output()
+    assert int(banner.group(1)) != mosquitto.port
+    assert mosquitto.address not in demo.output()
+
+    # A wrong token is pointed at the token this demo printed, not at a runner.yaml.
+    hint = wrong_login(base)
+    assert "runner demo` printed" in hint and "runner.yaml" not in hint, hint
+
+    # Play while it plays starts it again from the top, and the terminal says so truly.
+    token = re.search(r"token\s+(\S+)", demo.output())
+    assert token is not None
+    played = demo.output().count("Lights up: room1/light = ON")
+    assert post(base + "api/play", token.group(1), {"scene": "demo"})["started"]
+    wait_until(lambda: "started again from the top" in demo.output(), 20,
+               what="the restart reported")
+    wait_until(lambda: demo.output().count("Lights up: room1/light = ON") > played, 20,
+               what="the first cue again")
+    assert "press Play there" not in demo.output()
+
+    assert demo.interrupt() == 0, demo.stderr
+    assert "Traceback" not in demo.stderr
+    # amqtt was asked for MQTT 3.1.1 at once: no MQTT 5 attempt timing out first.
+    assert "does not accept MQTT 5" not in demo.stderr, demo.stderr
+    # Nothing of the show, the devices' presence or the runner's state reached the room.
+    assert quiet_since(recorder) == []
+
+
+def test_mqtt311_from_the_first_connect_when_asked(caplog: pytest.LogCaptureFixture) -> None:
+    with EmbeddedBroker() as broker:
+        client = MQTTClient(broker.host, broker.port, "runner_test", connect_retries=1,
+                            mqtt5=False)
+        with caplog.at_level(logging.WARNING, logger="mqtt"):
+            try:
+                assert client.connect()
+            finally:
+                client.disconnect()
+    assert "MQTT 5" not in caplog.text
 
 
 def test_demo_starts_its_own_broker_when_none_answers(

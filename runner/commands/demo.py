@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     from runner.demo import Demo  # noqa: PLC0415
 
     stop = _stop_on_signals()
-    demo = Demo(config.broker, dashboard_port=args.port)
+    # Only --broker names a broker to use: runner.yaml's (the room's) is never written to.
+    demo = Demo(config.broker if args.broker else None, dashboard_port=args.port)
     try:
         demo.start()
         stop.wait()

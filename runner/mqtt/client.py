@@ -86,7 +86,7 @@ class MQTTClient:
                  presence_topic: str | None = None, max_backoff: float = 5.0,
                  connack_timeout: float = CONNACK_TIMEOUT,
                  reconnect_delay: float | None = RECONNECT_DELAY,
-                 fallback: bool = True) -> None:
+                 fallback: bool = True, mqtt5: bool = True) -> None:
         self.host = host
         self.port = port
         self.client_id = client_id
@@ -105,7 +105,8 @@ class MQTTClient:
         # reconnect, no log line); the caller says what failed, with last_error's reason.
         self._fallback = fallback
         self.last_error = ""
-        self._protocol = mqtt.MQTTv5  # MQTTv311 once a broker refused MQTT 5
+        # MQTTv311 once a broker refused MQTT 5, or from the start without `mqtt5`.
+        self._protocol = mqtt.MQTTv5 if mqtt5 else mqtt.MQTTv311
         self._v5_refused = False
 
         self._lock = threading.Lock()
@@ -139,7 +140,7 @@ class MQTTClient:
                    password=b.password, tls=b.tls, connect_retries=b.connect_retries,
                    retry_delay=b.retry_delay, keepalive=b.keepalive,
                    presence_topic=config.runner_status_topic,
-                   reconnect_delay=b.reconnect_delay)
+                   reconnect_delay=b.reconnect_delay, mqtt5=b.mqtt5)
 
     # -- state ---------------------------------------------------------------------
 

@@ -40,6 +40,8 @@ from runner.web.loglimit import LogLimiter
 log = logging.getLogger("dashboard")
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+# Where `runner serve`'s token lives; the demo names its own (create_app's login_hint).
+LOGIN_HINT = "check dashboard.token in runner.yaml (or its secrets.yaml)"
 MAX_BODY = 4096  # a control request is a scene id; anything larger is refused
 
 SECURITY_HEADERS = [
@@ -90,8 +92,12 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 def create_app(room: views.Room, *, auth: Auth | None = None,
-               feed_min_interval: float | None = None) -> Starlette:
-    """The dashboard for `room`; `auth` defaults to one built from the config's token."""
+               feed_min_interval: float | None = None,
+               login_hint: str = LOGIN_HINT) -> Starlette:
+    """The dashboard for `room`; `auth` defaults to one built from the config's token.
+
+    `login_hint`: where a person who gave a wrong token finds the right one.
+    """
     config = room.config
     dashboard = config.dashboard
     auth = auth or Auth(dashboard.token)
@@ -251,8 +257,7 @@ def create_app(room: views.Room, *, auth: Auth | None = None,
         if not isinstance(token, str) or not auth.check_token(token):
             auth.note_failed_login(host)
             token_warnings.warning("Dashboard login with a wrong token from %s", host)
-            return problem(401, "That is not the dashboard token; check dashboard.token "
-                                "in runner.yaml (or its secrets.yaml).")
+            return problem(401, f"That is not the dashboard token; {login_hint}.")
         log.info("Dashboard login from %s", host)
         response = JSON({"authorized": True})
         response.set_cookie(
