@@ -1,8 +1,17 @@
 """Daily shows: crontab lines and times of day turned into planned starts, fired on time or skipped.
 
-APScheduler's CronTrigger computes the fire times; this module only translates the
-crontab's day-of-week numbering (0 and 7 = Sunday) into APScheduler's (0 = Monday),
-and runs its own small loop so that a show is never played late: at its moment it
+APScheduler's CronTrigger matches the fields, on wall times only: it runs in UTC, a zone
+without daylight saving, and this module turns each matching wall time into absolute
+instants in the show's zone (zoneinfo, respecting `fold`). A wall time that occurs twice
+(the hour repeated when the clocks go back) plays once, at its first occurrence, unless
+the hour field is a wildcard (`*`, `*/2`): then, as in cron, every real hour plays. A wall
+time that does not exist (the hour skipped when the clocks go forward) plays once at the
+shifted time (02:30 becomes 03:30), or, for a wildcard hour, not at all, as in cron.
+"The next start after t" is always strictly after t as an instant, so the loop cannot
+come back to a start it has handed on. The crontab's day-of-week numbering (0 and 7 =
+Sunday) is translated into APScheduler's (0 = Monday).
+
+The loop is this module's own, so that a show is never played late: at its moment it
 either starts within the grace period or is skipped with a log line, and a wall clock
 that jumps (a Pi without a real-time clock sets its time after boot) re-plans every show.
 """
@@ -14,7 +23,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, tzinfo
+from datetime import date, datetime, timedelta, timezone, tzinfo
+from datetime import time as wall_time
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import tzlocal
@@ -30,6 +40,9 @@ GRACE_SECONDS = 60.0  # a show later than this (reboot, clock jump, busy room) i
 TICK_SECONDS = 1.0  # how often the loop looks at the clock: bounds the reaction to a jump
 CLOCK_JUMP_SECONDS = 5.0  # wall vs monotonic disagreement that counts as a clock jump
 JUST_AFTER = timedelta(microseconds=1)  # the clock's resolution
+# Further than any daylight-saving change moves a wall time: the next start's wall time
+# is looked for from this much before the current one.
+MAX_SHIFT = timedelta(hours=3)
 
 # Crontab numbering: 0 (and 7) is Sunday. APScheduler numbers from Monday, so days
 # are handed to it by name, which both read the same way.
@@ -126,10 +139,25 @@ def cron_trigger(expr: str, tz: tzinfo) -> BaseTrigger:
         raise ShowError(f"cron {expr!r}: {exc}") from None
 
 
-def show_trigger(show: Show, tz: tzinfo) -> BaseTrigger:
-    """The trigger of one show: its `cron`, or its `time` on its `days` (every day if none)."""
+@dataclass(frozen=True)
+class Schedule:
+    """When a show starts: its wall times (`walls`, matched as if in UTC) read in `tz`.
+
+    `every_hour`: the hour field is a wildcard, so a repeated hour plays again and a
+    skipped one is not made up for (cron's rule for wildcard jobs).
+    """
+
+    walls: BaseTrigger
+    tz: tzinfo
+    every_hour: bool = False
+
+
+def show_trigger(show: Show, tz: tzinfo) -> Schedule:
+    """The schedule of one show: its `cron`, or its `time` on its `days` (every day if none)."""
     if show.cron:
-        return cron_trigger(show.cron, tz)
+        hour_field = show.cron.split()[1] if len(show.cron.split()) > 1 else ""
+        return Schedule(cron_trigger(show.cron, timezone.utc), tz,
+                        every_hour=hour_field.startswith("*"))
     if not show.time:
         raise ShowError(f"show of scene {show.scene!r} has neither cron nor time; add one")
     try:
@@ -141,7 +169,8 @@ def show_trigger(show: Show, tz: tzinfo) -> BaseTrigger:
             f"show of scene {show.scene!r}: time {show.time!r} is not HH:MM, for example \"17:45\""
         ) from None
     weekday = crontab_days(",".join(show.days), show.time) if show.days else "*"
-    return CronTrigger(hour=hour, minute=minute, day_of_week=weekday, timezone=tz)
+    return Schedule(CronTrigger(hour=hour, minute=minute, day_of_week=weekday,
+                                timezone=timezone.utc), tz)
 
 
 def describe(show: Show) -> str:
@@ -172,23 +201,79 @@ def timezone_name(tz: tzinfo | None) -> str:
     return str(getattr(tz, "key", None) or tz.tzname(datetime.now(tz)) or "local time")
 
 
-def next_start(trigger: BaseTrigger, after: datetime) -> datetime | None:
-    fire: datetime | None = trigger.get_next_fire_time(None, after)
-    return fire
+def _instants(wall: datetime, schedule: Schedule) -> list[float]:
+    """The epoch seconds at which the naive wall time `wall` plays in the schedule's zone."""
+    first = wall.replace(tzinfo=schedule.tz, fold=0).timestamp()
+    second = wall.replace(tzinfo=schedule.tz, fold=1).timestamp()
+    if first == second:
+        return [first]
+    if first < second:  # repeated: the clocks went back over it
+        return [first, second] if schedule.every_hour else [first]
+    # Skipped: fold=0 reads it with the offset before the change, i.e. shifted forward.
+    return [] if schedule.every_hour else [first]
+
+
+def next_start(schedule: Schedule, after: datetime, *, inclusive: bool = False
+               ) -> datetime | None:
+    """The first start strictly after the instant `after` (at or after it if `inclusive`).
+
+    Computed on instants: wall times are matched from a little before `after`'s own
+    wall time, turned into instants, and the earliest one past `after` wins.
+    """
+    t = after.timestamp()
+    wall = after.astimezone(schedule.tz).replace(tzinfo=None)
+    cursor = (wall - MAX_SHIFT).replace(tzinfo=timezone.utc)
+    best: float | None = None
+    best_wall = wall
+    while True:
+        fire: datetime | None = schedule.walls.get_next_fire_time(None, cursor)
+        if fire is None:
+            break
+        candidate = fire.replace(tzinfo=None)
+        if best is not None and candidate > best_wall + MAX_SHIFT:
+            break
+        for u in _instants(candidate, schedule):
+            if (u >= t if inclusive else u > t) and (best is None or u < best):
+                best, best_wall = u, candidate
+        cursor = fire + JUST_AFTER  # in UTC: no fold to lose
+    return None if best is None else datetime.fromtimestamp(best, schedule.tz)
 
 
 def next_starts(config: Config, now: datetime | None = None
                 ) -> list[tuple[Show, datetime | None]]:
     """The next start of every configured show (None when a show never fires again)."""
     tz = timezone_for(config)
-    moment = now.astimezone(tz) if now else datetime.now(tz)
-    return [(show, next_start(show_trigger(show, tz), moment)) for show in config.shows]
+    moment = now if now else datetime.now(tz)
+    return [(show, next_start(show_trigger(show, tz), moment, inclusive=True))
+            for show in config.shows]
+
+
+def day_start(day: date, tz: tzinfo) -> datetime:
+    """The first instant of the local date `day` (after a skipped midnight, the shifted one)."""
+    return datetime.fromtimestamp(
+        datetime.combine(day, wall_time(0), tzinfo=tz).timestamp(), tz)
+
+
+def starts_between(config: Config, first_day: date, days: int
+                   ) -> list[tuple[Show, datetime]]:
+    """Every start of every show on `days` local dates from `first_day`, soonest first."""
+    tz = timezone_for(config)
+    begin = day_start(first_day, tz)
+    end = day_start(first_day + timedelta(days=days), tz).timestamp()
+    found: list[tuple[Show, datetime]] = []
+    for show in config.shows:
+        schedule = show_trigger(show, tz)
+        at = next_start(schedule, begin, inclusive=True)
+        while at is not None and at.timestamp() < end:
+            found.append((show, at))
+            at = next_start(schedule, at)
+    return sorted(found, key=lambda s: s[1].timestamp())
 
 
 @dataclass
 class _Planned:
     show: Show
-    trigger: BaseTrigger
+    schedule: Schedule
     at: datetime | None
     started: datetime | None = None  # the last start handed on: never handed on twice
 
@@ -254,8 +339,10 @@ class ShowScheduler:
         with self._lock:
             for p in self._plans:
                 # After the clock went back, a start already played is not played again.
-                after = now if p.started is None else max(now, p.started + JUST_AFTER)
-                p.at = next_start(p.trigger, after)
+                if p.started is None or p.started.timestamp() < now.timestamp():
+                    p.at = next_start(p.schedule, now, inclusive=True)
+                else:
+                    p.at = next_start(p.schedule, p.started)
                 if announce or log.isEnabledFor(logging.DEBUG):
                     log.log(logging.INFO if announce else logging.DEBUG,
                             "Show %s (%s): next start %s", p.show.scene, describe(p.show),
@@ -302,8 +389,10 @@ class ShowScheduler:
                         p.show.scene, _when(p.at), late, self._grace,
                     )
                 # From now, not from p.at: after a long jump, every missed start is passed
-                # over. Strictly after now: a fire time equal to `now` counts as next.
-                p.at = next_start(p.trigger, now + JUST_AFTER)
+                # over. Strictly after now (an instant, never a wall time: in the repeated
+                # hour "now + 1 µs" as a wall time is an hour earlier), so strictly after
+                # the start just handed on.
+                p.at = next_start(p.schedule, now)
             upcoming = [p.at.timestamp() for p in self._plans if p.at is not None]
         for show, planned in due:
             log.info("Show %s due (planned %s, %s)", show.scene, _when(planned), describe(show))
