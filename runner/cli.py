@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from datetime import date
 
 from runner import __version__
 from runner.logtime import RoomClockFormatter
@@ -36,6 +37,20 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log lines")
     p.add_argument("-q", "--quiet", action="count", default=0, help="fewer log lines")
+
+
+def _iso_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date; write it as YYYY-MM-DD, for example 2026-10-25") from None
+
+
+def _day_count(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 366:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days from 1 to 366")
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("shows", help="next start of every configured show")
     _common(p)
+    p.add_argument("--from", dest="from_date", type=_iso_date, metavar="DATE",
+                   help="list every start from this local date (YYYY-MM-DD) on, "
+                        "with its UTC offset")
+    p.add_argument("--days", type=_day_count, metavar="N",
+                   help="how many days to list (default 1; from today without --from)")
 
     p = sub.add_parser("devices", help="devices seen on the broker")
     _common(p)

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 from itertools import pairwise
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from runner.model import Config, Show
 from runner.shows import ShowScheduler, day_start, starts_between
+from tests.conftest import run_runner
 from tests.test_shows import ManualClocks
 
 SHOWS = (
@@ -126,3 +128,50 @@ def test_in_the_repeated_hour_the_next_start_is_strictly_later_and_never_now() -
     assert all(w > 0 for w in waits)
     nxt = sched.next_starts()[0][1]
     assert nxt is not None and nxt.timestamp() - now.timestamp() == 3600.0
+
+
+def _room(tmp_path: Path, shows: str) -> Path:
+    (tmp_path / "scenes").mkdir()
+    for name in ("night", "hourly"):
+        (tmp_path / "scenes" / f"{name}.yaml").write_text(
+            "name: N\nactions:\n  - {at: 0, topic: room1/light, message: \"ON\"}\n")
+    (tmp_path / "runner.yaml").write_text(
+        f"room: room1\nscenes_dir: scenes\ntimezone: Europe/Berlin\nshows:\n{shows}")
+    return tmp_path / "runner.yaml"
+
+
+def test_runner_shows_from_lists_the_fall_back_night_with_offsets_and_the_once_only_start(
+        tmp_path: Path) -> None:
+    config = _room(tmp_path, '  - {scene: night, time: "02:30"}\n'
+                             '  - {scene: hourly, cron: "0 * * * *"}\n')
+    result = run_runner("shows", "--config", str(config), "--from", "2026-10-25",
+                        "--days", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "2026-10-25 to 2026-10-26 (Europe/Berlin)" in lines[0]
+    night = [ln.split() for ln in lines if " night " in f" {ln} "]
+    assert [row[:3] for row in night] == [
+        ["2026-10-25T02:30:00+02:00", "UTC+02:00", "Sunday"],  # once, the first 02:30
+        ["2026-10-26T02:30:00+01:00", "UTC+01:00", "Monday"],
+    ]
+    hourly = [ln.split()[:2] for ln in lines if " hourly " in f" {ln} "]
+    assert len(hourly) == 25 + 24  # every real hour of both days
+    assert ["2026-10-25T02:00:00+02:00", "UTC+02:00"] in hourly
+    assert ["2026-10-25T02:00:00+01:00", "UTC+01:00"] in hourly
+    stamps = [datetime.fromisoformat(ln.split()[0]).timestamp() for ln in lines[2:]]
+    assert stamps == sorted(stamps)
+
+
+def test_runner_shows_from_a_spring_forward_day_shows_the_shifted_start(tmp_path: Path) -> None:
+    config = _room(tmp_path, '  - {scene: night, time: "02:30"}\n')
+    result = run_runner("shows", "--config", str(config), "--from", "2026-03-29", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    [row] = [ln.split() for ln in result.stdout.splitlines() if " night " in f" {ln} "]
+    assert row[:2] == ["2026-03-29T03:30:00+02:00", "UTC+02:00"]
+
+
+def test_runner_shows_from_a_date_that_is_not_one_is_a_usage_error(tmp_path: Path) -> None:
+    config = _room(tmp_path, '  - {scene: night, time: "02:30"}\n')
+    result = run_runner("shows", "--config", str(config), "--from", "25.10.2026", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "YYYY-MM-DD" in result.stderr
