@@ -153,3 +153,24 @@ def test_install_script_lays_out_a_room_that_validates_and_serves(
         _serve_answers_then_stops(venv, env, config, port, tmp_path)
     finally:
         broker.kill()
+
+
+def test_dev_sets_up_a_fresh_clone_without_build_noise(tmp_path: Path) -> None:
+    # The README's first command on a fresh clone: `./dev` makes .venv and installs the
+    # project (editable). setuptools printed a boxed BuildBackendWarning on every setup.
+    tree = tmp_path / "clone"
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True,
+                           check=True).stdout.decode().split("\0")
+    for name in filter(None, files):
+        if (ROOT / name).is_file():
+            (tree / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, tree / name)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
+                                  if not p.startswith(str(ROOT)))
+    proc = subprocess.run(["sh", "dev", "demo", "--help"], cwd=tree, env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "usage: runner demo" in proc.stdout
+    assert "BuildBackendWarning" not in proc.stderr, proc.stderr
+    assert "Editable installation" not in proc.stderr, proc.stderr
