@@ -13,7 +13,6 @@ import dataclasses
 import logging
 import secrets
 import shutil
-import ssl
 import sys
 import tempfile
 import threading
@@ -29,6 +28,7 @@ from runner.embedded_broker import EmbeddedBroker
 from runner.errors import RunnerError
 from runner.media import SimulatedMedia
 from runner.model import Action, BrokerConfig, Config, DashboardConfig
+from runner.mqtt.tls import tls_context
 from runner.records import ActionRecord, Delivery, FeedbackStatus, Outcome, SceneRun
 from runner.scenefile import load_scenes
 from runner.service import RoomService
@@ -75,8 +75,7 @@ def broker_answers(broker: BrokerConfig, timeout: float = PROBE_TIMEOUT) -> bool
     if broker.username:
         client.username_pw_set(broker.username, broker.password)
     if broker.tls:
-        ca = str(broker.tls.ca_file) if broker.tls.ca_file else None
-        client.tls_set_context(ssl.create_default_context(cafile=ca))
+        client.tls_set_context(tls_context(broker.tls))
 
     def on_connect(_c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         accepted.append(not reason.is_failure)

@@ -15,7 +15,6 @@ import json
 import logging
 import random
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -26,6 +25,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from runner.model import TLSConfig
+from runner.mqtt.tls import tls_context
 
 log = logging.getLogger("simulate")
 
@@ -102,13 +102,6 @@ def _answers(topic: str) -> bool:
     return not topic.endswith("/status") and not topic.startswith("runner/")
 
 
-def _tls_context(tls: TLSConfig) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
-    if tls.certfile:
-        ctx.load_cert_chain(str(tls.certfile), str(tls.keyfile) if tls.keyfile else None)
-    return ctx
-
-
 class VirtualDevice:
     """One virtual ESP32: presence with a last will, and an OK/ERROR for every command.
 
@@ -171,7 +164,7 @@ class VirtualDevice:
         if username:
             self.client.username_pw_set(username, password)
         if tls:
-            self.client.tls_set_context(_tls_context(tls))
+            self.client.tls_set_context(tls_context(tls))
         self.client.will_set(self.status_topic, "offline", qos=1, retain=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect

@@ -12,7 +12,7 @@ import subprocess
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +22,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from runner.demo import broker_answers, demo_files
 from runner.embedded_broker import EmbeddedBroker
-from runner.model import BrokerConfig
+from runner.model import BrokerConfig, TLSConfig
 from runner.mqtt.client import MQTTClient
 from runner.simulate import DeviceFleet, VirtualDevice
 from tests.brokers import Mosquitto, free_port
 from tests.conftest import Recorder, require, spawn_runner, wait_until
+from tests.tls_support import make_pki, tls_broker
 
 DEMO_DEVICES = {"esp32_room1_light", "esp32_room1_motor", "esp32_room1_steam"}
 URL = re.compile(r"dashboard\s+(http://127\.0\.0\.1:(\d+)/)")
@@ -278,6 +279,18 @@ def test_broker_answers_only_when_a_broker_accepts(mosquitto: Mosquitto) -> None
         other.listen()
         assert not broker_answers(BrokerConfig(host="127.0.0.1", port=other.getsockname()[1]),
                                   timeout=1.0)
+
+
+def test_broker_answers_over_tls_with_the_configured_client_certificate(
+        broker_factory: Callable[..., Mosquitto], tmp_path: Path) -> None:
+    (tmp_path / "pki").mkdir()
+    pki = make_pki(tmp_path / "pki")
+    broker = tls_broker(broker_factory, pki, require_client_cert=True)
+    with_cert = TLSConfig(ca_file=pki.ca, certfile=pki.client_crt, keyfile=pki.client_key)
+    assert broker_answers(BrokerConfig(host=broker.host, port=broker.port, tls=with_cert))
+    # The same broker refuses the probe without one: the certificate is what got it in.
+    assert not broker_answers(BrokerConfig(host=broker.host, port=broker.port,
+                                           tls=TLSConfig(ca_file=pki.ca)), timeout=1.0)
 
 
 def test_embedded_broker_carries_retained_presence_and_last_wills() -> None:

@@ -24,6 +24,7 @@ from paho.mqtt.properties import Properties
 
 from runner.model import Config, TLSConfig
 from runner.mqtt.handler import TopicFilter
+from runner.mqtt.tls import tls_context
 from runner.ratelimitlog import RateLimitedLog
 from runner.records import Delivery
 
@@ -534,14 +535,3 @@ def connect_properties() -> Properties:
     props.MaximumPacketSize = MAX_INCOMING_PACKET
     return props
 
-
-def tls_context(tls: TLSConfig) -> ssl.SSLContext:
-    """Certificate and host name always verified; a client certificate when configured."""
-    context = ssl.create_default_context(
-        cafile=str(tls.ca_file) if tls.ca_file else None)
-    context.check_hostname = True
-    context.verify_mode = ssl.CERT_REQUIRED
-    if tls.certfile:
-        context.load_cert_chain(str(tls.certfile),
-                                str(tls.keyfile) if tls.keyfile else None)
-    return context
