@@ -33,6 +33,7 @@ from runner.mqtt.feedback import FeedbackTracker
 from runner.mqtt.handler import MessageHandler, feedback_filters
 from runner.mqtt.registry import DeviceInfo, DeviceRegistry
 from runner.player import Player
+from runner.ratelimitlog import RateLimitedLog
 from runner.records import ActionRecord, Delivery, FeedbackResult, SceneRun
 from runner.recovery import StartRecovery, plan_recovery
 from runner.reloadload import Refused, load_elsewhere
@@ -51,6 +52,7 @@ log = logging.getLogger("shows")
 
 IN_MEMORY = ":memory:"  # sqlite's name for a database that lives only in this process
 RESULTS_IN_STATE = 10  # feedback results carried in the retained state
+MAX_PENDING_WORK = 64  # starts and commands waiting for the room's worker; more are dropped
 ChangeListener = Callable[[], None]
 
 
@@ -102,12 +104,14 @@ def open_history(path: Path, keep_days: float | None = None) -> RunHistory:
 class RoomService:
     """Everything `runner serve` runs, built from one `Config`.
 
-    `now` (an aware wall clock), `show_tick` and `show_grace` reach the show scheduler,
-    so tests can move time; `dummy_media` opens libvlc without audio and video output.
+    `now` (an aware wall clock), `show_tick`, `show_grace` and `show_wait` reach the show
+    scheduler, so tests can move time; `dummy_media` opens libvlc without audio and video
+    output.
     """
 
     def __init__(self, config: Config, *, now: Callable[[], datetime] | None = None,
                  show_tick: float = TICK_SECONDS, show_grace: float = GRACE_SECONDS,
+                 show_wait: Callable[[float], object] | None = None,
                  dummy_media: bool = False, history_path: Path | None = None) -> None:
         self.config = config
         self.scenes: dict[str, Scene] = scenes_at_start(config)
@@ -115,6 +119,7 @@ class RoomService:
         self._now = now
         self._show_tick = show_tick
         self._show_grace = show_grace
+        self._show_wait = show_wait
         self._lock = threading.RLock()  # play / stop / reload against each other
         self._listeners: list[ChangeListener] = []
         self._last_run: SceneRun | None = None
@@ -138,6 +143,8 @@ class RoomService:
         self.history = open_history(history_path or default_path(config),
                                     config.history_keep_days)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="room")
+        self._pending = threading.BoundedSemaphore(MAX_PENDING_WORK)  # the worker's queue
+        self._queue_full_log = RateLimitedLog(log)
         self.triggers = TriggerRouter(config.triggers, self._on_trigger)
         self.control = RemoteControl(self, self._submit)
         self.state = StatePublisher(self.client, config.runner_state_topic, self.state_snapshot,
@@ -158,7 +165,8 @@ class RoomService:
 
     def _new_shows(self, config: Config) -> ShowScheduler:
         return ShowScheduler(config.shows, self._on_show, self._tz, now=self._now,
-                             tick=self._show_tick, grace=self._show_grace)
+                             tick=self._show_tick, grace=self._show_grace,
+                             wait=self._show_wait)
 
     def _route_topics(self) -> None:
         """Subscribe to the trigger and command topics not routed yet (at start, on reload)."""
@@ -382,15 +390,35 @@ class RoomService:
     # -- what comes in -------------------------------------------------------------------
 
     def _submit(self, work: Callable[[], object]) -> None:
+        """Hand `work` to the room's one worker thread, in order.
+
+        At most MAX_PENDING_WORK wait: more (a flood of presses or commands, a show loop
+        gone wrong) are dropped with one warning per 10 s, so memory stays bounded. Stop
+        and panic are never dropped.
+        """
+        essential = work in (self.stop, self.panic)
+        counted = self._pending.acquire(blocking=False)
+        if not counted and not essential:
+            self._queue_full_log.warning(
+                "queue-full", "The room is busy: %d starts and commands already wait for it, "
+                "so this one is dropped; if this repeats, look for what floods the room "
+                "(a stuck button, a script sending commands)", MAX_PENDING_WORK)
+            return
+
         def run() -> None:
             try:
                 work()
             except Exception:
                 log.exception("room command failed")
+            finally:
+                if counted:
+                    self._pending.release()
 
         try:
             self._worker.submit(run)
         except RuntimeError:  # shutting down: nothing starts any more
+            if counted:
+                self._pending.release()
             log.info("Command ignored: the service is stopping")
 
     def _on_message(self, topic: str, payload: bytes, retain: bool) -> None:

@@ -286,6 +286,8 @@ class ShowScheduler:
 
     `now` (aware wall clock) and `monotonic` are injected so tests can move time; the
     loop looks at the clock every `tick` seconds and re-plans when the two disagree.
+    `wait(seconds)` is how the loop waits between looks (default: on its stop event), so
+    a test can count the loop's turns and move its clock by what the loop asked for.
     """
 
     def __init__(
@@ -299,6 +301,7 @@ class ShowScheduler:
         grace: float = GRACE_SECONDS,
         tick: float = TICK_SECONDS,
         jump_tolerance: float = CLOCK_JUMP_SECONDS,
+        wait: Callable[[float], object] | None = None,
     ) -> None:
         self._tz = tz
         self._now = now or (lambda: datetime.now(tz))
@@ -309,6 +312,7 @@ class ShowScheduler:
         self._jump_tolerance = jump_tolerance
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._wait: Callable[[float], object] = wait or self._stop.wait
         self._thread: threading.Thread | None = None
         self._plans: list[_Planned] = []
         for show in shows:
@@ -356,7 +360,7 @@ class ShowScheduler:
             except Exception:  # a bug here must not end the daily shows for months
                 log.exception("show scheduler step failed; going on")
                 wait = self._tick
-            self._stop.wait(wait)
+            self._wait(wait)
 
     def step(self) -> float:
         """Look at the clock once: re-plan after a jump, start or skip due shows.
