@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from runner.errors import Diagnostic, Severity
+from runner.errors import OffsetError as OffsetError  # noqa: PLC0414 - re-exported
 from runner.media import is_stop
 from runner.model import Route
 from runner.schema import did_you_mean
@@ -28,10 +29,6 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _SECONDS = re.compile(r"^\d+(?:\.\d+)?$")
 _CLOCK = re.compile(r"^(?:(\d+):)?(\d+):(\d\d)(\.\d+)?$")
 _TIME_FORMS = 'write seconds (2.5) or "m:ss" / "h:mm:ss", e.g. "1:30" or "1:02:03.500"'
-
-
-class OffsetError(ValueError):
-    """A time that cannot be read; its text is the sentence shown to staff."""
 
 
 def parse_offset(value: Any) -> float:

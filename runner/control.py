@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from runner.errors import UnknownSceneError
 from runner.model import Scene
 from runner.records import Delivery, SceneRun
 
@@ -104,7 +105,7 @@ class RemoteControl:
     def _play(self, scene_id: str) -> None:
         try:
             self._room.play(scene_id, CMD_TRIGGER)
-        except KeyError:  # removed by a reload between the check and now
+        except UnknownSceneError:  # removed by a reload between the check and now
             log.warning("Remote command: scene %r is gone (config reloaded)", scene_id)
 
 

@@ -54,3 +54,26 @@ class ValidationFailed(RunnerError):
     @property
     def errors(self) -> list[Diagnostic]:
         return [d for d in self.diagnostics if d.severity is Severity.ERROR]
+
+
+# Each is a ValueError or KeyError as well, as before it had a home here: code that
+# catches those still catches it.
+
+
+class ShowError(RunnerError, ValueError):
+    """A show's cron, time or days cannot be read; the text says which and how to fix it."""
+
+
+class OffsetError(RunnerError, ValueError):
+    """A time that cannot be read; its text is the sentence shown to staff."""
+
+
+class TagError(RunnerError):
+    """Raised by a tag handler (e.g. a missing `!secret`); becomes a diagnostic at the tag."""
+
+
+class UnknownSceneError(RunnerError, KeyError):
+    """A scene id or file that is not there (not loaded, or no such file); says what is."""
+
+    def __str__(self) -> str:  # the sentence, not KeyError's repr of it
+        return str(self.args[0]) if self.args else ""

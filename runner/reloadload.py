@@ -26,7 +26,7 @@ from runner.configfile import load_config
 from runner.errors import Diagnostic, RunnerError, ValidationFailed
 from runner.model import Action, Config, Scene
 from runner.scenefile import load_scenes
-from runner.shows import ShowError, show_trigger, timezone_for
+from runner.shows import show_trigger, timezone_for
 
 LOAD_TIMEOUT = 120.0  # seconds a child may take before the reload is refused
 CHILD_NICENESS = 10  # the child yields the CPU to the room's player
@@ -83,7 +83,7 @@ def load(path: Path) -> Loaded | Refused:
     except ValidationFailed as e:
         return Refused(tuple(e.diagnostics), len(e.errors) or len(e.diagnostics), None,
                        os.getpid())
-    except (RunnerError, ShowError, OSError) as e:
+    except (RunnerError, OSError) as e:  # ShowError included
         return Refused((), 0, str(e), os.getpid())
     packed = tuple(
         (pickle.dumps(dataclasses.replace(scene, actions=())),

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from runner import checks, schema
-from runner.errors import Diagnostic, RunnerError, Severity, ValidationFailed
+from runner.errors import Diagnostic, Severity, UnknownSceneError, ValidationFailed
 from runner.model import Action, FeedbackPolicy, Mode, Scene
 from runner.yamlload import Document, JsonPath, load_file
 
@@ -138,7 +138,7 @@ def resolve_scene_ref(ref: str, scenes_dir: Path) -> Path:
             return as_path
         if as_path.name == ref and (scenes_dir / ref).is_file():  # `room1_intro.yaml`
             return scenes_dir / ref
-        raise RunnerError(f"{ref}: no such scene file; check the path, or give a scene id "
+        raise UnknownSceneError(f"{ref}: no such scene file; check the path, or give a scene id "
                           f"from {scenes_dir}")
     for suffix in SCENE_SUFFIXES:
         candidate = scenes_dir / f"{ref}{suffix}"
@@ -146,8 +146,8 @@ def resolve_scene_ref(ref: str, scenes_dir: Path) -> Path:
             return candidate
     ids = scene_ids(scenes_dir)
     if not ids:
-        raise RunnerError(f"no scene {ref!r}: {scenes_dir} has no scene files "
+        raise UnknownSceneError(f"no scene {ref!r}: {scenes_dir} has no scene files "
                           "(set scenes_dir in runner.yaml or pass --config)")
     hint = schema.did_you_mean(ref, ids)
     listing = "" if hint else f"; scenes there: {', '.join(ids[:20])}"
-    raise RunnerError(f"no scene {ref!r} in {scenes_dir}{hint}{listing}")
+    raise UnknownSceneError(f"no scene {ref!r} in {scenes_dir}{hint}{listing}")

@@ -24,7 +24,7 @@ from typing import Any
 from paho.mqtt.client import topic_matches_sub
 
 from runner.control import RemoteControl, StatePublisher
-from runner.errors import RunnerError, ValidationFailed
+from runner.errors import RunnerError, UnknownSceneError, ValidationFailed
 from runner.history import RunHistory, default_path
 from runner.media import MediaBackend, is_stop, open_backend
 from runner.model import Action, Config, FeedbackPolicy, Mode, Scene, Show, Trigger
@@ -354,9 +354,11 @@ class RoomService:
     # -- commands ------------------------------------------------------------------------
 
     def play(self, scene_id: str, trigger: str) -> SceneRun | None:
-        """Start a scene by id (KeyError when there is none); None when refused (busy)."""
+        """Start a scene by id (UnknownSceneError when there is none); None when refused (busy)."""
         with self._lock:
-            scene = self.scenes[scene_id]
+            scene = self.scenes.get(scene_id)
+            if scene is None:
+                raise UnknownSceneError(f"no scene {scene_id!r} is loaded")
             self._log_readiness(scene)
             return self.player.play(scene, trigger)
 
@@ -447,7 +449,7 @@ class RoomService:
     def _play_for(self, scene_id: str, trigger: str) -> SceneRun | None:
         try:
             return self.play(scene_id, trigger)
-        except KeyError:
+        except UnknownSceneError:
             log.error("%s: scene %r is not loaded (missing from %s, or left out for its "
                       "errors: runner validate says which)", trigger, scene_id,
                       self.config.scenes_dir)

@@ -32,6 +32,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 
+from runner.errors import ShowError as ShowError  # noqa: PLC0414 - re-exported
 from runner.model import Config, Show
 
 log = logging.getLogger("shows")
@@ -48,10 +49,6 @@ MAX_SHIFT = timedelta(hours=3)
 # are handed to it by name, which both read the same way.
 CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-
-
-class ShowError(ValueError):
-    """A show's cron, time or days cannot be read; the text says which and how to fix it."""
 
 
 def _day_number(token: str, expr: str) -> int:

@@ -27,6 +27,7 @@ from yaml.resolver import Resolver
 from yaml.scanner import Scanner
 
 from runner.errors import Diagnostic, Severity, ValidationFailed
+from runner.errors import TagError as TagError  # noqa: PLC0414 - re-exported
 from runner.yamlsyntax import syntax_diagnostic
 
 JsonPath = tuple[str | int, ...]
@@ -105,10 +106,6 @@ class Position(NamedTuple):
 
     line: int
     col: int
-
-
-class TagError(Exception):
-    """Raised by a tag handler (e.g. a missing `!secret`); becomes a diagnostic at the tag."""
 
 
 TagHandler = Callable[[str], Any]

@@ -19,6 +19,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from runner.control import RemoteControl
+from runner.errors import UnknownSceneError
 from runner.model import Scene
 from runner.records import SceneRun
 from runner.scenefile import load_scene
@@ -281,7 +282,7 @@ class Room:
 
     def play(self, scene_id: str, trigger: str) -> SceneRun | None:
         if scene_id not in self.scenes:
-            raise KeyError(scene_id)  # as the service does
+            raise UnknownSceneError(f"no scene {scene_id!r} is loaded")  # as the service does
         self.calls.append(("play", scene_id))
         return None
 

@@ -14,7 +14,6 @@ from runner.cli import EXIT_ERROR, EXIT_OK
 from runner.commands._common import config_from_args, print_diagnostics
 from runner.errors import RunnerError, ValidationFailed
 from runner.logtime import use_zone, zone_named
-from runner.shows import ShowError
 
 if TYPE_CHECKING:
     from runner.service import RoomService
@@ -43,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         print("runner serve: fix the errors above (runner validate shows them too).",
               file=sys.stderr)
         return EXIT_ERROR
-    except (RunnerError, ShowError) as e:
+    except RunnerError as e:  # ShowError included
         print(f"runner serve: {e}", file=sys.stderr)
         return EXIT_ERROR
     # Started beside the signal loop: connecting to a broker that is away takes a while,

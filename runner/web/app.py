@@ -24,6 +24,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from runner.errors import UnknownSceneError
 from runner.web import views
 from runner.web.auth import (
     CONTROL_DISABLED_MESSAGE,
@@ -290,7 +291,7 @@ def create_app(room: views.Room, *, auth: Auth | None = None,
         log.info("Dashboard: play %s (from %s)", scene_id, client_host(request))
         try:
             run = await run_in_threadpool(room.play, scene_id, "dashboard")
-        except KeyError:  # removed by a reload between the check and the call
+        except UnknownSceneError:  # removed by a reload between the check and the call
             return problem(404, f"There is no scene {scene_id!r} any more.")
         feed.notify()
         if run is None:
