@@ -41,8 +41,8 @@ GRACE_SECONDS = 60.0  # a show later than this (reboot, clock jump, busy room) i
 TICK_SECONDS = 1.0  # how often the loop looks at the clock: bounds the reaction to a jump
 CLOCK_JUMP_SECONDS = 5.0  # wall vs monotonic disagreement that counts as a clock jump
 JUST_AFTER = timedelta(microseconds=1)  # the clock's resolution
-# Further than any daylight-saving change moves a wall time: the next start's wall time
-# is looked for from this much before the current one.
+# Further than any daylight-saving change moves a wall time: offset changes this close
+# to an instant are taken into account when looking for the next start.
 MAX_SHIFT = timedelta(hours=3)
 
 # Crontab numbering: 0 (and 7) is Sunday. APScheduler numbers from Monday, so days
@@ -210,30 +210,45 @@ def _instants(wall: datetime, schedule: Schedule) -> list[float]:
     return [] if schedule.every_hour else [first]
 
 
+def _offset_spread(tz: tzinfo, t: float) -> timedelta:
+    """How far the zone's UTC offset moves within MAX_SHIFT of the instant `t` (0 mostly)."""
+    step = 1800.0
+    reach = int(MAX_SHIFT.total_seconds() // step)
+    offsets = [datetime.fromtimestamp(t + k * step, tz).utcoffset() or timedelta()
+               for k in range(-reach, reach + 1)]
+    return max(offsets) - min(offsets)
+
+
 def next_start(schedule: Schedule, after: datetime, *, inclusive: bool = False
                ) -> datetime | None:
     """The first start strictly after the instant `after` (at or after it if `inclusive`).
 
-    Computed on instants: wall times are matched from a little before `after`'s own
-    wall time, turned into instants, and the earliest one past `after` wins.
+    Computed on instants: matching wall times are turned into instants and the earliest
+    one past `after` wins. Near a change of the zone's offset, wall times and instants do
+    not come in the same order (the repeated hour, the shifted ones), so there the wall
+    times are looked at from the size of the change before `after`'s own to as far past
+    the winner's.
     """
     t = after.timestamp()
-    wall = after.astimezone(schedule.tz).replace(tzinfo=None)
-    cursor = (wall - MAX_SHIFT).replace(tzinfo=timezone.utc)
+    tz = schedule.tz
+    wall = after.astimezone(tz).replace(tzinfo=None)
+    back = _offset_spread(tz, t)
+    cursor = (wall - back).replace(tzinfo=timezone.utc)
     best: float | None = None
-    best_wall = wall
+    last_wall = wall  # past it, no wall time can give an earlier instant than `best`
     while True:
         fire: datetime | None = schedule.walls.get_next_fire_time(None, cursor)
         if fire is None:
             break
         candidate = fire.replace(tzinfo=None)
-        if best is not None and candidate > best_wall + MAX_SHIFT:
+        if best is not None and candidate > last_wall:
             break
         for u in _instants(candidate, schedule):
             if (u >= t if inclusive else u > t) and (best is None or u < best):
-                best, best_wall = u, candidate
+                best = u
+                last_wall = candidate + _offset_spread(tz, u)
         cursor = fire + JUST_AFTER  # in UTC: no fold to lose
-    return None if best is None else datetime.fromtimestamp(best, schedule.tz)
+    return None if best is None else datetime.fromtimestamp(best, tz)
 
 
 def next_starts(config: Config, now: datetime | None = None
