@@ -1,8 +1,9 @@
 """The room service: the one place that builds every part from the config and wires them.
 
-Client, registry, tracker, handler, media, player, history, shows, triggers, remote
-control, retained state and (optionally) the dashboard are made here and handed what
-they need; nothing else in the runner constructs them for `runner serve`.
+The MQTT stack (client, registry, tracker, handler and their subscriptions) comes from
+runner.mqtt.stack, as for every other command; media, player, history, shows, triggers,
+remote control, retained state and (optionally) the dashboard are made here and handed
+what they need; nothing else in the runner constructs them for `runner serve`.
 
 Threads: MQTT callbacks only hand work to the room's one worker thread, so play, stop
 and panic from triggers and remote commands happen in the order they came, and the
@@ -28,10 +29,9 @@ from runner.errors import RunnerError, UnknownSceneError, ValidationFailed
 from runner.history import RunHistory, default_path
 from runner.media import MediaBackend, is_stop, open_backend
 from runner.model import Action, Config, FeedbackPolicy, Mode, Scene, Show, Trigger
-from runner.mqtt.client import MQTTClient
-from runner.mqtt.feedback import FeedbackTracker
-from runner.mqtt.handler import MessageHandler, feedback_filters
-from runner.mqtt.registry import DeviceInfo, DeviceRegistry
+from runner.mqtt.readiness import log_readiness, offline_devices
+from runner.mqtt.registry import DeviceInfo
+from runner.mqtt.stack import build_mqtt_stack
 from runner.player import Player
 from runner.ratelimitlog import RateLimitedLog
 from runner.records import ActionRecord, Delivery, FeedbackResult, SceneRun
@@ -54,12 +54,6 @@ IN_MEMORY = ":memory:"  # sqlite's name for a database that lives only in this p
 RESULTS_IN_STATE = 10  # feedback results carried in the retained state
 MAX_PENDING_WORK = 64  # starts and commands waiting for the room's worker; more are dropped
 ChangeListener = Callable[[], None]
-
-
-def feedback_topics(scenes: Mapping[str, Scene], config: Config) -> tuple[str, ...]:
-    """`+/status` plus every scene's `feedback_topic` overrides that it does not cover."""
-    overrides = (t for scene in scenes.values() for t in scene.feedback_topics)
-    return feedback_filters(overrides, status_topics=config.status_topics)
 
 
 def scenes_at_start(config: Config) -> dict[str, Scene]:
@@ -131,13 +125,11 @@ class RoomService:
         self.room_safe = threading.Event()  # set once shutdown sent safe state and `offline`
         self._recovery: StartRecovery | None = None  # sent at the first connection
 
-        self.client = MQTTClient.from_config(config)
-        self.registry = DeviceRegistry(keep=config.devices,
-                                       max_other=config.devices_max_other)
-        self.tracker = FeedbackTracker(timeout=config.feedback_timeout, devices=config.devices)
-        self.handler = MessageHandler(self.registry, self.tracker,
-                                      status_topics=config.status_topics,
-                                      feedback_topics=feedback_topics(self.scenes, config))
+        self.mqtt = build_mqtt_stack(config, self.scenes)  # presence and feedback subscribed
+        self.client = self.mqtt.client
+        self.registry = self.mqtt.registry
+        self.tracker = self.mqtt.tracker
+        self.handler = self.mqtt.handler
         self.media: MediaBackend = open_backend(config.media_dir, dummy=dummy_media)
         self.player = self._new_player(config)
         self.history = open_history(history_path or default_path(config),
@@ -151,7 +143,6 @@ class RoomService:
                                     running=lambda: self.player.current_run is not None)
         self.shows = self._new_shows(config)
         self._routed: set[str] = set()
-        self._subscribed: set[str] = set()  # the client renews these on every reconnect
         self._trigger_routes: list[str] = []  # in the order they were routed
         self.dashboard: Any = None  # runner.web.server.DashboardServer once started
 
@@ -169,23 +160,17 @@ class RoomService:
                              wait=self._show_wait)
 
     def _route_topics(self) -> None:
-        """Subscribe to the trigger and command topics not routed yet (at start, on reload)."""
+        """Route and subscribe the trigger and command topics not routed yet (start, reload)."""
         filters = [*self.triggers.topic_filters(), self.config.runner_cmd_topic]
         for topic_filter in filters:
             if topic_filter in self._routed:
                 continue
             self._routed.add(topic_filter)
             if topic_filter == self.config.runner_cmd_topic:
-                self.handler.add_route(topic_filter, self.control.handle)
+                self.mqtt.add_route(topic_filter, self.control.handle)
             else:
                 self._trigger_routes.append(topic_filter)
-                self.handler.add_route(topic_filter, self._trigger_route(topic_filter))
-        for topic_filter in self.handler.topic_filters():
-            # Only new ones: subscribing again has the broker resend every retained
-            # `online`, and each device's "last seen" would jump to this reload.
-            if topic_filter not in self._subscribed:
-                self._subscribed.add(topic_filter)
-                self.client.subscribe(topic_filter)
+                self.mqtt.add_route(topic_filter, self._trigger_route(topic_filter))
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -328,7 +313,7 @@ class RoomService:
             self.scenes = scenes
             self._tz = tz
             self.triggers.set_triggers(new.triggers)
-            self.handler.set_feedback_topics(feedback_topics(scenes, new))
+            self.mqtt.follow_scenes(scenes)
             self._route_topics()
             self.shows.stop()
             self.shows = self._new_shows(new)
@@ -359,7 +344,7 @@ class RoomService:
             scene = self.scenes.get(scene_id)
             if scene is None:
                 raise UnknownSceneError(f"no scene {scene_id!r} is loaded")
-            self._log_readiness(scene)
+            log_readiness(log, self.config, self.registry, scene)
             return self.player.play(scene, trigger)
 
     def stop(self) -> None:
@@ -378,16 +363,7 @@ class RoomService:
         self._listeners.append(cb)
 
     def offline_devices(self, scene: Scene) -> list[str]:
-        online = set(self.registry.get_connected_devices())
-        return [d for d in self.config.devices_needed(scene) if d not in online]
-
-    def _log_readiness(self, scene: Scene) -> None:
-        offline = self.offline_devices(scene)
-        if offline:
-            known = self.registry.get_all_devices()
-            named = [f"{d} ({'offline' if d in known else 'never seen'})" for d in offline]
-            log.warning("%s needs device(s) that are not online: %s; their commands will "
-                        "not be confirmed", scene.id, ", ".join(named))
+        return offline_devices(self.config, self.registry, scene)
 
     # -- what comes in -------------------------------------------------------------------
 

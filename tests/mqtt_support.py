@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from runner.model import BrokerConfig, Config
 from runner.mqtt.client import MQTTClient
 from runner.mqtt.feedback import FeedbackTracker
 from runner.mqtt.handler import MessageHandler
 from runner.mqtt.registry import DeviceRegistry
+from runner.mqtt.stack import ClientSetup, MqttStack, build_mqtt_stack
 from tests.brokers import Mosquitto
 from tests.conftest import wait_until
 
@@ -25,12 +28,25 @@ _ids = itertools.count(1)
 
 @dataclass
 class Stack:
-    """Client + handler + registry + tracker wired as the room service wires them."""
+    """The room's MQTT stack (runner.mqtt.stack, as the service builds it), for tests."""
 
-    client: MQTTClient
-    registry: DeviceRegistry
-    tracker: FeedbackTracker
-    handler: MessageHandler
+    mqtt: MqttStack
+
+    @property
+    def client(self) -> MQTTClient:
+        return self.mqtt.client
+
+    @property
+    def registry(self) -> DeviceRegistry:
+        return self.mqtt.registry
+
+    @property
+    def tracker(self) -> FeedbackTracker:
+        return self.mqtt.tracker
+
+    @property
+    def handler(self) -> MessageHandler:
+        return self.mqtt.handler
 
     def wait_subscribed(self, timeout: float = 5.0) -> None:
         """Our own publish after SUBSCRIBE comes back only once the subscription is live."""
@@ -47,25 +63,21 @@ class Stack:
         return cast(int, self.client.health()["messages_in"])
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.tracker.close()
+        self.mqtt.close()
 
 
 def make_stack(host: str, port: int, *, timeout: float = 1.0,
                devices: Mapping[str, tuple[str, ...]] | None = None,
                connect_retries: int = 1, retry_delay: float = 0.05,
-               max_backoff: float = 0.3, **client_kw: object) -> Stack:
-    registry = DeviceRegistry()
-    tracker = FeedbackTracker(timeout=timeout, devices=devices)
-    handler = MessageHandler(registry, tracker)
-    client = MQTTClient(host, port, f"runner-test-{next(_ids)}",
-                        connect_retries=connect_retries, retry_delay=retry_delay,
-                        max_backoff=max_backoff, presence_topic=PRESENCE,
-                        **client_kw)  # type: ignore[arg-type]
-    client.set_handlers(on_message=handler.handle_message)
-    for topic_filter in handler.topic_filters():
-        client.subscribe(topic_filter)
-    return Stack(client, registry, tracker, handler)
+               max_backoff: float = 0.3, **client_kw: Any) -> Stack:
+    """Room room1's stack on the broker at host:port; `client_kw`: other ClientSetup fields."""
+    config = Config(room="room1", broker=BrokerConfig(host=host, port=port),
+                    feedback_timeout=timeout, devices=dict(devices or {}))
+    setup = dataclasses.replace(
+        ClientSetup.from_config(config), client_id=f"runner-test-{next(_ids)}",
+        connect_retries=connect_retries, retry_delay=retry_delay, max_backoff=max_backoff,
+        presence_topic=PRESENCE, **client_kw)
+    return Stack(build_mqtt_stack(config, {}, client=setup))
 
 
 @contextmanager

@@ -27,10 +27,7 @@ from runner.errors import RunnerError
 from runner.history import RunHistory
 from runner.media import open_backend
 from runner.model import Action, Config, DashboardConfig, FeedbackPolicy, Scene, Show
-from runner.mqtt.client import MQTTClient
-from runner.mqtt.feedback import FeedbackTracker
-from runner.mqtt.handler import MessageHandler
-from runner.mqtt.registry import DeviceRegistry
+from runner.mqtt.stack import ClientSetup, build_mqtt_stack
 from runner.player import Player
 from runner.records import SceneRun
 from runner.shows import next_starts
@@ -65,14 +62,11 @@ class LabRoom:
     def __init__(self, config: Config, scenes: dict[str, Scene], tmp: Path) -> None:
         self.config = config
         self.scenes = scenes
-        self.registry = DeviceRegistry()
-        self.tracker = FeedbackTracker(timeout=config.feedback_timeout)
-        self.handler = MessageHandler(self.registry, self.tracker)
-        self.client = MQTTClient(config.broker.host, config.broker.port, "dashboard-test-room",
-                                 connect_retries=1, retry_delay=0.1)
-        self.client.set_handlers(on_message=self.handler.handle_message)
-        for topic_filter in self.handler.topic_filters():
-            self.client.subscribe(topic_filter)
+        setup = replace(ClientSetup.from_config(config), client_id="dashboard-test-room",
+                        connect_retries=1, retry_delay=0.1, presence_topic=None)
+        mqtt = build_mqtt_stack(config, scenes, client=setup)
+        self.client, self.registry, self.tracker = mqtt.client, mqtt.registry, mqtt.tracker
+        self.handler = mqtt.handler
         self.media = open_backend(tmp, dummy=True)
         self.player = Player(self.client, self.tracker, self.media, config)
         self.history = RunHistory(tmp / "history.sqlite3")

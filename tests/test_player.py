@@ -7,7 +7,7 @@ import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,7 @@ from runner.media import MediaBackend, SimulatedMedia
 from runner.model import Action, BrokerConfig, Config, FeedbackPolicy, Mode, Scene
 from runner.mqtt.client import MQTTClient
 from runner.mqtt.feedback import FeedbackTracker
-from runner.mqtt.handler import MessageHandler
-from runner.mqtt.registry import DeviceRegistry
+from runner.mqtt.stack import ClientSetup, build_mqtt_stack
 from runner.player import Player
 from runner.records import Delivery, FeedbackStatus, Outcome, SceneRun
 from tests.brokers import Mosquitto
@@ -66,14 +65,11 @@ def make_rig(broker: Mosquitto, media: MediaBackend, tmp_path: Path, *,
     config = Config(room="room1", broker=BrokerConfig(host=broker.host, port=broker.port),
                     media_dir=tmp_path, feedback_timeout=0.5,
                     safe_state=(act(0, "room1/fog", "OFF"),))
-    tracker = FeedbackTracker(timeout=config.feedback_timeout)
-    handler = MessageHandler(DeviceRegistry(), tracker)
-    client = MQTTClient(broker.host, broker.port, "runner-under-test", connect_retries=2,
-                        retry_delay=0.1, max_backoff=max_backoff,
-                        reconnect_delay=None if max_backoff > 0.2 else 0.1)
-    client.set_handlers(on_message=handler.handle_message)
-    for f in handler.topic_filters():
-        client.subscribe(f)
+    setup = replace(ClientSetup.from_config(config), client_id="runner-under-test",
+                    connect_retries=2, retry_delay=0.1, max_backoff=max_backoff,
+                    reconnect_delay=None if max_backoff > 0.2 else 0.1, presence_topic=None)
+    mqtt = build_mqtt_stack(config, {}, client=setup)
+    client, tracker = mqtt.client, mqtt.tracker
     assert client.connect()
     player = Player(client, tracker, media, config, **player_kw)  # type: ignore[arg-type]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from runner.configfile import load_config
-from runner.mqtt.client import MQTTClient
+from runner.mqtt.stack import ClientSetup
 from tests.brokers import Mosquitto
 from tests.conftest import wait_until
 from tests.mqtt_support import Device, make_stack
@@ -47,7 +47,7 @@ def test_after_a_broker_restart_the_runner_resubscribes_retrying_at_the_set_peri
 def test_reconnect_delay_is_read_from_the_config(tmp_path: Path) -> None:
     path = tmp_path / "runner.yaml"
     path.write_text("room: room1\nbroker: {host: 127.0.0.1, port: 1, reconnect_delay: 0.3}\n")
-    client = MQTTClient.from_config(load_config(path))
+    client = ClientSetup.from_config(load_config(path)).make()
     assert client._reconnect_delay == 0.3
     path.write_text("room: room1\n")
-    assert MQTTClient.from_config(load_config(path))._reconnect_delay == 0.1
+    assert ClientSetup.from_config(load_config(path)).make()._reconnect_delay == 0.1

@@ -19,20 +19,9 @@ HEADER = ("DEVICE", "STATUS", "LAST SEEN", "TOPICS")
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    from runner.mqtt.client import MQTTClient  # noqa: PLC0415 - paho only for this command
-    from runner.mqtt.feedback import FeedbackTracker  # noqa: PLC0415
-    from runner.mqtt.handler import MessageHandler  # noqa: PLC0415
-    from runner.mqtt.registry import DeviceRegistry  # noqa: PLC0415
+    # paho only for this command
+    from runner.mqtt.stack import ClientSetup, build_mqtt_stack  # noqa: PLC0415
 
-    b = config.broker
-    # Its own client id: borrowing the service's would push the service off the broker.
-    client = MQTTClient(b.host, b.port, f"runner-devices-{os.getpid()}", username=b.username,
-                        password=b.password, tls=b.tls, connect_retries=1, retry_delay=0.0,
-                        keepalive=b.keepalive, fallback=False)
-    registry = DeviceRegistry()
-    tracker = FeedbackTracker()
-    handler = MessageHandler(registry, tracker, status_topics=config.status_topics,
-                             feedback_topics=())
     room_state: dict[str, Any] = {}
 
     def on_state(_topic: str, text: str) -> None:
@@ -43,10 +32,11 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(doc, dict) and isinstance(doc.get("devices"), dict):
             room_state.update(doc["devices"])
 
-    handler.add_route(config.runner_state_topic, on_state)
-    client.set_handlers(on_message=handler.handle_message)
-    for topic_filter in (*config.status_topics, config.runner_state_topic):
-        client.subscribe(topic_filter)
+    # Presence and the service's retained state; no feedback: this look sends nothing.
+    mqtt = build_mqtt_stack(
+        config, {}, client=ClientSetup.for_a_look(config, f"runner-devices-{os.getpid()}"),
+        feedback=False, routes=[(config.runner_state_topic, on_state)])
+    client = mqtt.client
     try:
         if not client.connect():
             print(unreachable_message(config, client.address, client.last_error),
@@ -54,9 +44,9 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_ERROR
         threading.Event().wait(max(0.0, args.wait))  # retained messages arrive meanwhile
     finally:
-        client.disconnect()
-        tracker.close()
-    print_devices(config, registry.get_all_devices(), room_state, client.address, args.wait)
+        mqtt.close()
+    print_devices(config, mqtt.registry.get_all_devices(), room_state, client.address,
+                  args.wait)
     return EXIT_OK
 
 

@@ -20,8 +20,8 @@ from runner.media import MediaBackend, SimulatedMedia, open_backend
 from runner.model import Config, Scene
 from runner.mqtt.client import MQTTClient
 from runner.mqtt.feedback import FeedbackTracker
-from runner.mqtt.handler import MessageHandler, feedback_filters
-from runner.mqtt.registry import DeviceRegistry
+from runner.mqtt.readiness import log_readiness
+from runner.mqtt.stack import MqttStack, build_mqtt_stack, new_tracker
 from runner.player import Player
 from runner.records import ActionRecord, Delivery, Outcome, SceneRun
 from runner.report import cue_line, feedback_line, status_line, table, write_json
@@ -85,31 +85,9 @@ def _load(args: argparse.Namespace) -> tuple[Config, Scene]:
     return config, load_scene(path, default_room=config.room, media_dir=config.media_dir)
 
 
-def _log_offline_devices(scene: Scene, config: Config, registry: DeviceRegistry,
-                         wait: float) -> None:
-    """Name the devices the scene needs that are not online, as `runner serve` does.
-
-    Presence is retained, so it arrives right after connecting; at most `wait` seconds
-    are given to it, and only when the config lists devices the scene uses.
-    """
-    needed = config.devices_needed(scene)
-    if not needed:
-        return
-    heard = threading.Event()
-
-    def check(_info: object = None) -> None:
-        if set(needed) <= set(registry.get_all_devices()):
-            heard.set()
-
-    registry.add_listener(check)
-    check()
-    heard.wait(wait)
-    known = registry.get_all_devices()
-    missing = [f"{d} ({'offline' if d in known else 'never seen'})" for d in needed
-               if d not in known or not known[d].online]
-    if missing:
-        log.warning("%s needs device(s) that are not online: %s; their commands will not "
-                    "be confirmed", scene.id, ", ".join(missing))
+def mqtt_for(config: Config, scene: Scene) -> MqttStack:
+    """The room's MQTT stack as `runner serve` builds it, listening for this scene's feedback."""
+    return build_mqtt_stack(config, {scene.id: scene})
 
 
 def open_history(config: Config, simulate: bool) -> RunHistory | None:
@@ -151,19 +129,15 @@ def run(args: argparse.Namespace) -> int:
 
     media: MediaBackend = (SimulatedMedia(config.media_dir) if args.simulate
                            else open_backend(config.media_dir))
-    tracker = FeedbackTracker(timeout=config.feedback_timeout, devices=config.devices)
     client: MQTTClient | None = None
-    if not args.simulate:
-        client = MQTTClient.from_config(config)
-        registry = DeviceRegistry()
-        handler = MessageHandler(registry, tracker, status_topics=config.status_topics,
-                                 feedback_topics=feedback_filters(
-                                     scene.feedback_topics, status_topics=config.status_topics))
-        client.set_handlers(on_message=handler.handle_message)
-        for topic_filter in handler.topic_filters():
-            client.subscribe(topic_filter)
+    tracker: FeedbackTracker
+    if args.simulate:
+        tracker = new_tracker(config)
+    else:
+        mqtt = mqtt_for(config, scene)
+        client, tracker = mqtt.client, mqtt.tracker
         if client.connect():  # False: simulation mode, reconnecting in the background
-            _log_offline_devices(scene, config, registry, PRESENCE_WAIT)
+            log_readiness(log, config, mqtt.registry, scene, wait=PRESENCE_WAIT)
     player = Player(client or SimulatedPublisher(), tracker, media, config)
     progress = Progress(sys.stdout)
     player.add_record_listener(progress.on_record)

@@ -22,7 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from runner.model import Config, TLSConfig
+from runner.model import TLSConfig
 from runner.mqtt.handler import TopicFilter
 from runner.mqtt.tls import tls_context
 from runner.ratelimitlog import RateLimitedLog
@@ -133,15 +133,6 @@ class MQTTClient:
         self._supervisor: threading.Thread | None = None
         self._too_large = RateLimitedLog(log)
         self._dropped = RateLimitedLog(log)
-
-    @classmethod
-    def from_config(cls, config: Config) -> MQTTClient:
-        b = config.broker
-        return cls(b.host, b.port, config.client_id, username=b.username,
-                   password=b.password, tls=b.tls, connect_retries=b.connect_retries,
-                   retry_delay=b.retry_delay, keepalive=b.keepalive,
-                   presence_topic=config.runner_status_topic,
-                   reconnect_delay=b.reconnect_delay, mqtt5=b.mqtt5)
 
     # -- state ---------------------------------------------------------------------
 
