@@ -18,7 +18,7 @@ from runner.errors import UnknownSceneError
 from runner.model import Scene
 from runner.records import Delivery, SceneRun
 
-log = logging.getLogger("mqtt_handler")
+log = logging.getLogger("control")
 
 COMMANDS = ("play", "stop", "panic")
 STATE_INTERVAL = 1.0  # while a scene plays, `elapsed` is republished this often, no more

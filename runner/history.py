@@ -27,7 +27,7 @@ from typing import Any
 from runner.model import Config
 from runner.records import ActionRecord, SceneRun
 
-log = logging.getLogger("player")
+log = logging.getLogger("history")
 
 HISTORY_NAME = "history.sqlite3"
 FLUSH_TIMEOUT = 5.0  # how long close() waits for queued writes

@@ -48,7 +48,7 @@ from runner.shows import (
 )
 from runner.triggers import TriggerRouter
 
-log = logging.getLogger("shows")
+log = logging.getLogger("service")
 
 IN_MEMORY = ":memory:"  # sqlite's name for a database that lives only in this process
 RESULTS_IN_STATE = 10  # feedback results carried in the retained state

@@ -11,7 +11,7 @@ from paho.mqtt.client import topic_matches_sub
 
 from runner.model import Trigger
 
-log = logging.getLogger("mqtt_handler")
+log = logging.getLogger("triggers")
 
 StartScene = Callable[[Trigger], None]
 

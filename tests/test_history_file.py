@@ -81,7 +81,7 @@ def test_a_history_file_replaced_under_it_is_reopened_and_the_next_run_lands_in_
         _other_history(tmp_path / "backup.sqlite3", "restored")
         os.replace(tmp_path / "backup.sqlite3", db)  # the restore, as `mv` does it
 
-        with caplog.at_level(logging.WARNING, logger="player"):
+        with caplog.at_level(logging.WARNING, logger="history"):
             _record(history, _run("after", started=time.time()), ended=time.time())
             assert history.flush()
         assert {r["run_id"] for r in history.last_runs()} == {"restored", "after"}
@@ -126,7 +126,7 @@ def test_a_deleted_history_file_is_created_again_with_the_next_run(
         for suffix in ("", "-wal", "-shm"):
             Path(f"{db}{suffix}").unlink(missing_ok=True)
         assert not db.exists()
-        with caplog.at_level(logging.WARNING, logger="player"):
+        with caplog.at_level(logging.WARNING, logger="history"):
             _record(history, _run("next", started=time.time()), ended=time.time())
             assert history.flush()
     finally:
@@ -195,7 +195,7 @@ def test_retention_prunes_only_runs_that_ended_before_keep_days(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     db = tmp_path / HISTORY_NAME
     _seed(db)
-    with caplog.at_level(logging.INFO, logger="player"):
+    with caplog.at_level(logging.INFO, logger="history"):
         history = RunHistory(db, keep_days=90, clock=lambda: NOW, prune_batch=2)
         try:
             assert history.wait_pruned()
@@ -285,7 +285,7 @@ def test_the_service_prunes_by_the_configs_keep_days_and_reopens_a_restored_file
         assert {r["run_id"] for r in room.history.last_runs()} == {"recent"}
         _other_history(tmp_path / "backup.sqlite3", "restored")
         os.replace(tmp_path / "backup.sqlite3", db)
-        with caplog.at_level(logging.WARNING, logger="player"):
+        with caplog.at_level(logging.WARNING, logger="history"):
             run = room.play("intro", "manual")
             assert run is not None
             wait_until(lambda: room.player.current_run is None, what="intro ended")

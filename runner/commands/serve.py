@@ -18,7 +18,7 @@ from runner.logtime import use_zone, zone_named
 if TYPE_CHECKING:
     from runner.service import RoomService
 
-log = logging.getLogger("shows")
+log = logging.getLogger("serve")
 
 SHUTDOWN_DEADLINE = 1.8  # seconds: systemd and people expect the room to stop within 2
 SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
