@@ -7,9 +7,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
+from pathlib import Path
 
 from runner.cli import EXIT_ERROR, EXIT_OK
-from runner.commands._common import config_from_args
+from runner.commands._common import DEFAULT_CONFIG, config_from_args
 from runner.model import Config
 from runner.shows import (
     WEEKDAY_NAMES,
@@ -27,9 +28,8 @@ WINDOW_HEADER = ("START", "UTC OFFSET", "WEEKDAY", "SCENE", "SCHEDULE")
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    where = config.source or "the default config"
     if not config.shows:
-        print(f"No shows configured in {where}; add them under `shows:`.")
+        print(no_shows_message(config.source))
         return EXIT_OK
     window = getattr(args, "from_date", None) is not None or getattr(args, "days", None)
     try:
@@ -78,3 +78,13 @@ def _table(rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def no_shows_message(source: Path | None) -> str:
+    """Why the list is empty: the config names no shows, or there is no config at all."""
+    if source is not None:
+        return f"No shows configured in {source}; add them under `shows:`."
+    looked = Path.cwd() / DEFAULT_CONFIG
+    return (f"No config found: runner looked for {looked} (without --config it looks only "
+            "there), so no shows are configured. Pass --config FILE, e.g. "
+            "runner shows --config /etc/runner/runner.yaml.")
