@@ -12,7 +12,6 @@ from enum import Enum
 from pathlib import Path
 from types import MappingProxyType
 
-MEDIA_SUFFIXES = ("/audio", "/video")
 DEFAULT_KEEP_DAYS = 90.0  # history.keep_days when the config does not say
 
 
@@ -197,10 +196,6 @@ class Config:
     @property
     def client_id(self) -> str:
         return self.broker.client_id or f"rpi_room_{self.room}"
-
-    @property
-    def feedback_topic(self) -> str:
-        return f"{self.room}/status"
 
     @property
     def runner_status_topic(self) -> str:

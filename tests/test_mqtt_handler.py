@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from paho.mqtt.client import topic_matches_sub
 
 from runner.mqtt.feedback import FeedbackTracker
-from runner.mqtt.handler import MessageHandler, TopicFilter, device_id_from, feedback_filters
+from runner.mqtt.handler import MessageHandler, TopicFilter, feedback_filters
 from runner.mqtt.registry import DeviceRegistry
 from runner.records import Delivery, FeedbackResult, FeedbackStatus
 from tests.brokers import Mosquitto
@@ -105,9 +105,12 @@ def test_feedback_filters_add_only_uncovered_feedback_topics() -> None:
 
 
 def test_device_id_from_wildcards() -> None:
-    assert device_id_from("devices/+/status", "devices/esp32_01/status") == "esp32_01"
-    assert device_id_from("site/+/+/presence", "site/hall/esp9/presence") == "hall/esp9"
-    assert device_id_from("things/#", "things/a/b") == "a/b"
+    def device_id(topic_filter: str, topic: str) -> str:
+        return TopicFilter(topic_filter).wildcard_part(topic.split("/"))
+
+    assert device_id("devices/+/status", "devices/esp32_01/status") == "esp32_01"
+    assert device_id("site/+/+/presence", "site/hall/esp9/presence") == "hall/esp9"
+    assert device_id("things/#", "things/a/b") == "a/b"
 
 
 LEVELS = st.sampled_from(["a", "b", "status", "devices", "", "$SYS", "+", "#"])

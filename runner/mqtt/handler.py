@@ -79,11 +79,6 @@ def feedback_filters(overrides: Iterable[str], *, status_topics: Sequence[str] =
     return (*ROOM_FEEDBACK_TOPICS, *extra)
 
 
-def device_id_from(topic_filter: str, topic: str) -> str:
-    """The part of `topic` a wildcard matched: `devices/+/status` gives the device id."""
-    return TopicFilter(topic_filter).wildcard_part(topic.split("/"))
-
-
 class MessageHandler:
     """Decides what one incoming message means; never raises, drops what it cannot read."""
 
