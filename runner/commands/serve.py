@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -82,3 +83,8 @@ def _back_to_sigwait(sig: int, _frame: object) -> None:
 def _start(service: RoomService) -> None:
     service.start()
     service.start_dashboard()
+    # Everything built at start (modules, libraries, the room) lives as long as the
+    # process: frozen out of the collector, so a full collection no longer walks it. One
+    # walked the whole heap while holding the GIL: 14-30 ms without a cue, typically
+    # during a reload's allocations (bench/cue_under_load.py, BENCHMARKS.md).
+    gc.freeze()
