@@ -1,5 +1,6 @@
-"""Repeated log lines, rate-limited: the first at once, then at most one per period with
-how many were held back. A flood of junk must not become a flood of log lines."""
+"""Repeated log lines, rate-limited: a flood of junk (or an attacker's guesses) must not
+become a flood of log lines. The one rate limiter of the project, for every layer (it
+imports nothing of the runner, so the MQTT side and the dashboard both use it)."""
 
 from __future__ import annotations
 
@@ -7,37 +8,61 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
 
 PERIOD = 10.0  # seconds between two lines of one kind
 
+Summary = Literal["suffix", "line"]
+
+
+@dataclass
+class _Window:
+    started: float
+    sent: int = 0
+    held: int = 0
+
 
 class RateLimitedLog:
-    """`log(key, level, msg, *args)`: one line per `key` per `period`, with a count.
+    """`log(key, level, msg, *args)`: at most `burst` lines per `key` per `period`.
 
-    A held-back line is not lost: the next line of that key says how many came since.
+    A held-back line is not lost: the next line of that key after the period says how many
+    came since, either at its end (`summary="suffix"`: "... (and 4 more like it in the last
+    11 s)") or as a line of its own before it (`summary="line"`: "(47 similar lines left
+    out in the last 60 s)").
     """
 
     def __init__(self, logger: logging.Logger, period: float = PERIOD,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, *, burst: int = 1,
+                 summary: Summary = "suffix") -> None:
         self._logger = logger
         self._period = period
         self._clock = clock
+        self._burst = burst
+        self._summary = summary
         self._lock = threading.Lock()
-        self._last: dict[str, float] = {}
-        self._held: dict[str, int] = {}
+        self._windows: dict[str, _Window] = {}
 
     def log(self, key: str, level: int, msg: str, *args: object) -> bool:
-        """Log now unless `key` logged within the period; True when a line was written."""
+        """Log now unless `key` used up its lines within the period; True when written."""
         now = self._clock()
+        held, since = 0, 0.0
         with self._lock:
-            last = self._last.get(key)
-            if last is not None and now - last < self._period:
-                self._held[key] = self._held.get(key, 0) + 1
-                return False
-            self._last[key] = now
-            held = self._held.pop(key, 0)
-        if held and last is not None:
-            msg = f"{msg} (and {held} more like it in the last {now - last:.0f} s)"
+            window = self._windows.get(key)
+            if window is not None and now - window.started < self._period:
+                if window.sent >= self._burst:
+                    window.held += 1
+                    return False
+            else:
+                if window is not None:
+                    held, since = window.held, now - window.started
+                window = self._windows[key] = _Window(now)
+            window.sent += 1
+        if held and self._summary == "line":
+            self._logger.log(level, "(%d similar lines left out in the last %.0f s)",
+                             held, self._period)
+        elif held:
+            msg = f"{msg} (and {held} more like it in the last {since:.0f} s)"
         self._logger.log(level, msg, *args)
         return True
 

@@ -29,11 +29,11 @@ from runner.media import open_backend
 from runner.model import Action, Config, DashboardConfig, FeedbackPolicy, Scene, Show
 from runner.mqtt.stack import ClientSetup, build_mqtt_stack
 from runner.player import Player
+from runner.ratelimitlog import RateLimitedLog
 from runner.records import SceneRun
 from runner.shows import next_starts
 from runner.web.app import create_app
 from runner.web.auth import SESSION_COOKIE, Auth
-from runner.web.loglimit import LogLimiter
 from runner.web.server import DashboardServer
 from tests.brokers import Mosquitto
 from tests.conftest import Recorder, wait_until
@@ -444,13 +444,13 @@ def test_wrong_bearer_tokens_are_rate_limited_and_logged(room: LabRoom, recorder
 
 def test_log_limiter_sums_up_what_it_left_out(caplog: pytest.LogCaptureFixture) -> None:
     now = [0.0]
-    limiter = LogLimiter(logging.getLogger("dashboard"), burst=3, period=10.0,
-                         clock=lambda: now[0])
+    limiter = RateLimitedLog(logging.getLogger("dashboard"), burst=3, period=10.0,
+                             clock=lambda: now[0], summary="line")
     caplog.set_level(logging.WARNING, logger="dashboard")
-    written = [limiter.warning("line %d", i) for i in range(50)]
+    written = [limiter.warning("k", "line %d", i) for i in range(50)]
     assert written == [True] * 3 + [False] * 47
     now[0] = 10.0
-    assert limiter.warning("later")
+    assert limiter.warning("k", "later")
     messages = [r.getMessage() for r in caplog.records]
     assert messages == ["line 0", "line 1", "line 2",
                         "(47 similar lines left out in the last 10 s)", "later"]

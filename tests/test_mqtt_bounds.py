@@ -191,3 +191,18 @@ def test_rate_limited_log_counts_what_it_held_back(caplog: pytest.LogCaptureFixt
     assert limited.warning("k", "dropped %s", "c")
     assert caplog.messages == ["dropped a", "another kind",
                                "dropped c (and 4 more like it in the last 11 s)"]
+
+
+def test_rate_limited_log_burst_counts_per_key(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    limited = RateLimitedLog(logging.getLogger("t"), period=10, clock=lambda: now[0], burst=2)
+    caplog.set_level(logging.WARNING, logger="t")
+    assert [limited.warning("k", "k %d", i) for i in range(5)] == [True, True, False, False,
+                                                                    False]
+    assert limited.warning("other", "other kind")  # its own budget
+    now[0] = 9.0
+    assert not limited.warning("k", "still held")  # the window began at the first line
+    now[0] = 12.0
+    assert limited.warning("k", "k again")
+    assert caplog.messages == ["k 0", "k 1", "other kind",
+                               "k again (and 4 more like it in the last 12 s)"]

@@ -36,7 +36,7 @@ from runner.web.auth import (
     origin_allowed,
 )
 from runner.web.feed import SnapshotFeed, to_json
-from runner.web.loglimit import LogLimiter
+from runner.web.limits import dashboard_log_limit
 
 log = logging.getLogger("dashboard")
 
@@ -117,7 +117,7 @@ def create_app(room: views.Room, *, auth: Auth | None = None,
     def authorized(request: Request) -> bool:
         return auth.authorized(request.headers, request.cookies.get(SESSION_COOKIE))
 
-    token_warnings = LogLimiter(log)
+    token_warnings = dashboard_log_limit(log)
 
     def too_many_guesses(host: str) -> JSON:
         response = problem(429, "Too many wrong tokens; wait a minute and try again.")
@@ -138,7 +138,8 @@ def create_app(room: views.Room, *, auth: Auth | None = None,
             return too_many_guesses(host)
         if not auth.check_token(token):
             auth.note_failed_login(host)
-            token_warnings.warning("Dashboard request %s %s with a wrong bearer token from %s",
+            token_warnings.warning("wrong-token",
+                                   "Dashboard request %s %s with a wrong bearer token from %s",
                                    request.method, request.url.path, host)
         return None
 
@@ -257,7 +258,8 @@ def create_app(room: views.Room, *, auth: Auth | None = None,
         token = data.get("token")
         if not isinstance(token, str) or not auth.check_token(token):
             auth.note_failed_login(host)
-            token_warnings.warning("Dashboard login with a wrong token from %s", host)
+            token_warnings.warning("wrong-token", "Dashboard login with a wrong token from %s",
+                                   host)
             return problem(401, f"That is not the dashboard token; {login_hint}.")
         log.info("Dashboard login from %s", host)
         response = JSON({"authorized": True})

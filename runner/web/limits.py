@@ -22,9 +22,12 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
 
-from runner.web.loglimit import LogLimiter
+from runner.ratelimitlog import RateLimitedLog
 
 log = logging.getLogger("dashboard")
+
+LOG_BURST = 10  # dashboard warnings of one kind written per LOG_PERIOD; the rest summed up
+LOG_PERIOD = 60.0
 
 FD_TARGET = 65536  # when the hard limit is unlimited, raise the soft limit this far
 FD_RESERVE_MIN = 64  # descriptors the dashboard leaves for MQTT, media, history, logs
@@ -152,14 +155,19 @@ def guarded_protocol(guard: ConnectionGuard) -> type[asyncio.Protocol]:
     return GuardedH11Protocol
 
 
+def dashboard_log_limit(logger: logging.Logger) -> RateLimitedLog:
+    """The dashboard's rate limit on a flood of warnings (wrong tokens, fd exhaustion)."""
+    return RateLimitedLog(logger, period=LOG_PERIOD, burst=LOG_BURST, summary="line")
+
+
 def limited_exception_handler(
-        limiter: LogLimiter) -> Any:
+        limiter: RateLimitedLog) -> Any:
     """An event-loop exception handler that does not flood the log with fd errors."""
 
     def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         exc = context.get("exception")
         if isinstance(exc, OSError) and exc.errno in FD_ERRORS:
-            limiter.warning("The dashboard is out of file descriptors (%s); "
+            limiter.warning("fd", "The dashboard is out of file descriptors (%s); "
                             "new connections wait until some close", exc.strerror)
             return
         loop.default_exception_handler(context)

@@ -17,11 +17,11 @@ from runner.web.limits import (
     ACCEPT_BACKLOG,
     ConnectionGuard,
     connection_cap,
+    dashboard_log_limit,
     guarded_protocol,
     limited_exception_handler,
     raise_fd_limit,
 )
-from runner.web.loglimit import LogLimiter
 
 log = logging.getLogger("dashboard")
 
@@ -138,7 +138,7 @@ class DashboardServer:
     @staticmethod
     async def _run(server: uvicorn.Server, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
-        loop.set_exception_handler(limited_exception_handler(LogLimiter(log)))
+        loop.set_exception_handler(limited_exception_handler(dashboard_log_limit(log)))
         await server.serve(sockets=[sock])
 
     def _serve(self, server: uvicorn.Server, sock: socket.socket) -> None:
