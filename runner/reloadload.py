@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
+from runner.clock import timezone_for
 from runner.configfile import load_config
 from runner.errors import Diagnostic, RunnerError, ValidationFailed
 from runner.model import Action, Config, Scene
 from runner.scenefile import load_scenes
-from runner.shows import show_trigger, timezone_for
+from runner.shows import show_trigger
 
 LOAD_TIMEOUT = 120.0  # seconds a child may take before the reload is refused
 CHILD_NICENESS = 10  # the child yields the CPU to the room's player

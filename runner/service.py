@@ -18,12 +18,13 @@ import sqlite3
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
 from paho.mqtt.client import topic_matches_sub
 
+from runner.clock import iso, timezone_for
 from runner.control import RemoteControl, StatePublisher
 from runner.errors import RunnerError, UnknownSceneError, ValidationFailed
 from runner.history import RunHistory, default_path
@@ -44,7 +45,6 @@ from runner.shows import (
     ShowError,
     ShowScheduler,
     describe,
-    timezone_for,
 )
 from runner.triggers import TriggerRouter
 
@@ -591,7 +591,6 @@ class RoomService:
         }
 
 
-def _iso(epoch: object, tz: Any) -> str | None:
-    if isinstance(epoch, bool) or not isinstance(epoch, (int, float)) or not epoch:
-        return None
-    return datetime.fromtimestamp(float(epoch), tz).isoformat(timespec="milliseconds")
+def _iso(epoch: object, tz: tzinfo) -> str | None:
+    """The status's times: milliseconds; 0 (never) is None."""
+    return iso(epoch or None, tz, timespec="milliseconds")

@@ -25,13 +25,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone, tzinfo
 from datetime import time as wall_time
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import tzlocal
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 
+from runner.clock import timezone_for as timezone_for  # noqa: PLC0414 - re-exported
+from runner.clock import timezone_name as timezone_name  # noqa: PLC0414 - re-exported
 from runner.errors import ShowError as ShowError  # noqa: PLC0414 - re-exported
 from runner.model import Config, Show
 
@@ -176,26 +176,6 @@ def describe(show: Show) -> str:
         return f"cron {show.cron!r}"
     days = ",".join(show.days) if show.days else "every day"
     return f"{show.time} {days}"
-
-
-def timezone_for(config: Config) -> tzinfo:
-    """The config's timezone, or the system's when it names none."""
-    if config.timezone:
-        try:
-            return ZoneInfo(config.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ShowError(
-                f"timezone {config.timezone!r} is unknown; use a name like \"Europe/Berlin\""
-            ) from None
-    zone: tzinfo = tzlocal.get_localzone()
-    return zone
-
-
-def timezone_name(tz: tzinfo | None) -> str:
-    """How a person reads the zone: its IANA name where known ("Europe/Berlin")."""
-    if tz is None:
-        return "local time"
-    return str(getattr(tz, "key", None) or tz.tzname(datetime.now(tz)) or "local time")
 
 
 def _instants(wall: datetime, schedule: Schedule) -> list[float]:

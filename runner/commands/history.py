@@ -10,9 +10,10 @@ from datetime import datetime, tzinfo
 from typing import Any
 
 from runner.cli import EXIT_ERROR, EXIT_OK
+from runner.clock import timezone_for, timezone_name
 from runner.commands._common import config_from_args
+from runner.errors import ShowError
 from runner.history import default_path, open_for_reading, read_last_runs
-from runner.shows import ShowError, timezone_for, timezone_name
 
 HEADER = ("START", "SCENE", "TRIGGER", "OUTCOME", "TOOK", "FAILURES")
 

@@ -10,6 +10,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from runner.cli import EXIT_ERROR, EXIT_OK
+from runner.clock import timezone_for, timezone_name
 from runner.commands._common import DEFAULT_CONFIG, config_from_args
 from runner.model import Config
 from runner.shows import (
@@ -18,8 +19,6 @@ from runner.shows import (
     describe,
     next_starts,
     starts_between,
-    timezone_for,
-    timezone_name,
 )
 
 HEADER = ("SCENE", "NEXT START", "WEEKDAY", "SCHEDULE")

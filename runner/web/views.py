@@ -15,11 +15,10 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, tzinfo
 from typing import Any, Protocol
 
-import tzlocal
-
+from runner.clock import iso, system_timezone, timezone_for, timezone_name
+from runner.errors import ShowError
 from runner.model import Config, Scene, Show
 from runner.records import FeedbackResult, FeedbackStatus, SceneRun
-from runner.shows import ShowError, timezone_for, timezone_name
 
 log = logging.getLogger("dashboard")
 
@@ -92,15 +91,7 @@ def room_timezone(config: Config) -> tzinfo:
     except ShowError:
         log.warning("Unknown timezone %r in the config; showing the system's time",
                     config.timezone)
-    zone: tzinfo = tzlocal.get_localzone()
-    return zone
-
-
-def iso(epoch: object, tz: tzinfo) -> str | None:
-    """Epoch seconds as ISO 8601 with the room's UTC offset; None stays None."""
-    if isinstance(epoch, bool) or not isinstance(epoch, (int, float)):
-        return None
-    return datetime.fromtimestamp(float(epoch), tz).isoformat(timespec="seconds")
+    return system_timezone()
 
 
 class FailureClock:
