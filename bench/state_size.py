@@ -64,7 +64,7 @@ def main() -> None:
             snap = json.dumps(views.snapshot(room, timezone.utc, views.FailureClock()))
             print(f"{args.label}: registry {len(room.registry.get_all_devices())}, "
                   f"state {len(state)} bytes, snapshot {len(snap)} bytes, "
-                  f"reconnects {room.client.health()['reconnects']}")
+                  f"reconnects {room.client.health().reconnects}")
         finally:
             room.shutdown()
             broker.kill()

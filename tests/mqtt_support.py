@@ -8,7 +8,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -60,7 +60,7 @@ class Stack:
         wait_until(live, timeout, interval=0.05, what="our subscriptions to be live")
 
     def messages_in(self) -> int:
-        return cast(int, self.client.health()["messages_in"])
+        return self.client.health().messages_in
 
     def close(self) -> None:
         self.mqtt.close()

@@ -85,8 +85,8 @@ def test_broker_down_at_start_simulates_then_reconnects_and_resubscribes(
         device.close()
         assert stack.client.publish("room1/light", "ON") is Delivery.SENT
         health = stack.client.health()
-        assert health["connected"] is True and health["broker"] == mosquitto.address
-        assert health["messages_in"] >= 1 and health["messages_out"] == 1
+        assert health.connected is True and health.broker == mosquitto.address
+        assert health.messages_in >= 1 and health.messages_out == 1
     finally:
         stack.close()
 
@@ -203,7 +203,7 @@ def test_broker_killed_and_restarted_while_messages_flow(mosquitto: Mosquitto,
     late = [(int(m.payload), m.at - by_seq[int(m.payload)].at) for m in arrived
             if m.at - by_seq[int(m.payload)].at > tolerance]
     assert late == [], f"delivered late: {late}"
-    assert stack.client.health()["reconnects"] == 1
+    assert stack.client.health().reconnects == 1
 
 
 def freeze_then_kill(broker: Mosquitto, publish: Callable[[], object]) -> object:
@@ -274,7 +274,7 @@ def test_wrong_password_is_one_clear_error_and_no_retry_storm(
                         password=secret, connect_retries=3, retry_delay=0.05, max_backoff=0.1)
     try:
         assert client.connect() is False
-        assert client.simulation and client.health()["gave_up"] is True
+        assert client.simulation and client.health().gave_up is True
         assert client.publish("room1/light", "ON") is Delivery.SIMULATED
         errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
         assert len(errors) == 1 and broker.address in errors[0], errors
@@ -335,7 +335,7 @@ def test_tls_refuses_an_unverifiable_broker(broker_factory: Callable[..., Mosqui
     client = tls_client(broker, TLSConfig(ca_file=ca))
     try:
         assert client.connect() is False
-        assert not client.connected and client.health()["gave_up"] is True
+        assert not client.connected and client.health().gave_up is True
         errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
         assert len(errors) == 1 and broker.address in errors[0], errors
         assert "TLS" in errors[0]

@@ -48,7 +48,7 @@ def test_oversized_topics_and_payloads_are_dropped_before_decoding(
                                _message(b"room1/status", b"x" * (MAX_INCOMING_PACKET + 1)))
     client._handle_message(None, None, _message(b"room1/status", b"OK"))  # type: ignore[arg-type]
     assert seen == ["room1/status"]  # only the small one reached the handler
-    assert client.health()["messages_dropped"] == 2000
+    assert client.health().messages_dropped == 2000
     assert sum("dropped incoming message" in m for m in caplog.messages) == 1
 
 
@@ -65,5 +65,5 @@ def test_the_broker_never_sends_a_packet_over_the_limit_and_the_runner_stays_con
         wait_until(lambda: ("room1/junk", 5) in got, what="the small message after the big")
         # The broker discarded the big one.
         assert [m for m in got if m[0] == "room1/junk"] == [("room1/junk", 5)]
-        assert stack.client.health()["messages_dropped"] == 0  # never even reached us
-        assert stack.client.connected and stack.client.health()["reconnects"] == 0
+        assert stack.client.health().messages_dropped == 0  # never even reached us
+        assert stack.client.connected and stack.client.health().reconnects == 0

@@ -142,5 +142,5 @@ def test_eight_publishing_threads_while_the_dashboard_reads(mosquitto: Mosquitto
             read_thread.join(10)
         assert errors == []
         assert reads > 0
-        sent = stack.client.health()["messages_out"]
+        sent = stack.client.health().messages_out
     assert isinstance(sent, int) and sent >= 8 * per_thread

@@ -63,7 +63,7 @@ def _send(recorder: Recorder, topic: str, payload: str) -> None:
 def test_reload_applies_new_triggers_and_shows_without_reconnecting(
         tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder,
         service: RoomService) -> None:
-    reconnects = service.client.health()["reconnects"]
+    reconnects = service.client.health().reconnects
     assert service.next_shows() == []
     path = write_config(tmp_path, mosquitto, (
         "triggers:\n  - {topic: room1/knob/+, message: TURNED, scene: quick}\n"
@@ -83,7 +83,7 @@ def test_reload_applies_new_triggers_and_shows_without_reconnecting(
     recorder.wait_for("room1/fog", "ON", count=2, timeout=15)  # the new 10:00 show
     runs = service.history.last_runs()
     assert [r["trigger"] for r in runs] == ["show:10:00 every day", "trigger:room1/knob/+"]
-    assert service.client.health()["reconnects"] == reconnects
+    assert service.client.health().reconnects == reconnects
 
 
 def test_a_reload_during_a_scene_applies_the_new_safe_state_when_it_ends(

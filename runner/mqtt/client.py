@@ -52,6 +52,21 @@ MessageHandler = Callable[[str, bytes, bool], None]
 Hook = Callable[[], None]
 
 
+@dataclass(frozen=True)
+class BrokerHealth:
+    """The connection's figures for the dashboard; `since`: epoch of the last up/down change."""
+
+    connected: bool
+    simulation: bool
+    since: float
+    reconnects: int
+    messages_in: int
+    messages_out: int
+    messages_dropped: int  # cut before any decoding (too large, junk topic)
+    broker: str  # "host:port"
+    gave_up: bool  # login or TLS refused: no more attempts
+
+
 class _Attempt(Enum):
     CONNECTED = "connected"
     UNREACHABLE = "unreachable"  # worth trying again
@@ -151,20 +166,20 @@ class MQTTClient:
         with self._lock:
             return self._simulation
 
-    def health(self) -> dict[str, object]:
-        """Figures for the dashboard; `since` is the epoch of the last up/down change."""
+    def health(self) -> BrokerHealth:
+        """Figures for the dashboard, taken together under the lock."""
         with self._lock:
-            return {
-                "connected": self._link is not None,
-                "simulation": self._simulation,
-                "since": self._since,
-                "reconnects": self._reconnects,
-                "messages_in": self._messages_in,
-                "messages_out": self._messages_out,
-                "messages_dropped": self._messages_dropped,
-                "broker": self.address,
-                "gave_up": self._gave_up,
-            }
+            return BrokerHealth(
+                connected=self._link is not None,
+                simulation=self._simulation,
+                since=self._since,
+                reconnects=self._reconnects,
+                messages_in=self._messages_in,
+                messages_out=self._messages_out,
+                messages_dropped=self._messages_dropped,
+                broker=self.address,
+                gave_up=self._gave_up,
+            )
 
     def set_handlers(self, on_message: MessageHandler | None = None,
                      on_connect: Hook | None = None,

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from runner.clock import iso, system_timezone, timezone_for, timezone_name
 from runner.errors import ShowError
 from runner.model import Config, Scene, Show
+from runner.mqtt.client import BrokerHealth
 from runner.records import FeedbackResult, FeedbackStatus, SceneRun
 
 log = logging.getLogger("dashboard")
@@ -39,7 +40,7 @@ class DeviceView(Protocol):
 
 
 class ClientView(Protocol):
-    def health(self) -> Mapping[str, object]: ...
+    def health(self) -> BrokerHealth: ...
 
 
 class RegistryView(Protocol):
@@ -113,7 +114,7 @@ class FailureClock:
 
 
 def status_view(room: Room, tz: tzinfo) -> dict[str, Any]:
-    health = dict(room.client.health())
+    health = room.client.health()
     devices = room.registry.get_all_devices()
     state = room.player.state(records=False)  # only which scene: scene_view has the cues
     return {
@@ -121,12 +122,12 @@ def status_view(room: Room, tz: tzinfo) -> dict[str, Any]:
         "now": iso(time.time(), tz),
         "timezone": timezone_name(tz),
         "broker": {
-            "connected": bool(health.get("connected")),
-            "address": health.get("broker"),
-            "since": iso(health.get("since"), tz),
-            "reconnects": health.get("reconnects"),
-            "messages_in": health.get("messages_in"),
-            "messages_out": health.get("messages_out"),
+            "connected": health.connected,
+            "address": health.broker,
+            "since": iso(health.since, tz),
+            "reconnects": health.reconnects,
+            "messages_in": health.messages_in,
+            "messages_out": health.messages_out,
         },
         "playing": state.get("scene"),
         "devices": {
