@@ -14,8 +14,7 @@ from typing import Any
 
 from runner.errors import Diagnostic, Severity
 from runner.errors import OffsetError as OffsetError  # noqa: PLC0414 - re-exported
-from runner.media import is_stop
-from runner.model import Route
+from runner.model import Route, is_stop_message
 from runner.schema import did_you_mean
 from runner.yamlload import Document, JsonPath
 
@@ -130,7 +129,7 @@ def filter_problem(topic_filter: str) -> str | None:
 
 def media_problem(name: str, media_dir: Path | None) -> str | None:
     """Why media file `name` cannot be played from `media_dir` (existence only with a dir)."""
-    if is_stop(name):  # the player's own rule: `stop`, `STOP`, ` stop `
+    if is_stop_message(name):  # the player's own rule: `stop`, `STOP`, ` stop `
         return None
     if name.strip() == "":
         return "the media file name is empty (or write `stop` to stop the player)"

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import RunnerError
+from runner.model import is_stop_message
 from runner.records import Delivery
 
 log = logging.getLogger("media")
 
 MediaListener = Callable[[str, str, str], None]  # topic, filename, "ended" | "error"
 
-STOP_MESSAGE = "stop"
 PARSE_TIMEOUT = 2.0  # seconds prepare() waits for libvlc to open one file
 DUMMY_ARGS = ("--aout=dummy", "--vout=dummy", "--no-video-title-show", "--quiet")
 PRODUCTION_ARGS = ("--fullscreen", "--no-video-title-show", "--quiet")
@@ -68,10 +68,6 @@ def resolve_media(media_dir: Path, name: str) -> Path:
             "copy the file into that folder and use its name"
         )
     return path
-
-
-def is_stop(message: str) -> bool:
-    return message.strip().lower() == STOP_MESSAGE
 
 
 class MediaBackend(ABC):
@@ -137,7 +133,7 @@ class SimulatedMedia(MediaBackend):
     """Logs what it would play; used without libvlc and for `runner play --simulate`."""
 
     def prepare(self, topic: str, filename: str) -> None:
-        if not is_stop(filename):
+        if not is_stop_message(filename):
             self._existing(topic, filename)
 
     def play(self, topic: str, filename: str, volume: int | None = None) -> Delivery:
@@ -237,7 +233,7 @@ class VLCMedia(MediaBackend):
         return media
 
     def prepare(self, topic: str, filename: str) -> None:
-        if is_stop(filename):
+        if is_stop_message(filename):
             self._player(topic)
             return
         path = self._existing(topic, filename)

@@ -56,6 +56,14 @@ class FeedbackPolicy(str, Enum):
     REQUIRED = "required"  # a timeout or ERROR stops the scene into its safe state
 
 
+STOP_MESSAGE = "stop"  # a media cue with this message stops the topic's player
+
+
+def is_stop_message(message: str) -> bool:
+    """A media cue's message that stops its player: `stop`, `STOP`, ` stop `."""
+    return message.strip().lower() == STOP_MESSAGE
+
+
 @dataclass(frozen=True)
 class Action:
     """One cue: a message on a topic at an offset (seconds) from the scene start."""
@@ -78,6 +86,11 @@ class Action:
     @property
     def is_media(self) -> bool:
         return self.route is not Route.MQTT
+
+    @property
+    def is_stop(self) -> bool:
+        """A media cue that stops its topic's player instead of playing a file."""
+        return self.is_media and is_stop_message(self.message)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from runner.media import MediaBackend, is_stop
+from runner.media import MediaBackend
 from runner.model import Action, Config, FeedbackPolicy, Mode, Scene
 from runner.records import (
     ActionRecord,
@@ -250,7 +250,7 @@ class Player:
     def _start(self, scene: Scene, run: SceneRun) -> None:
         # Opening media can take a moment: it happens before the clock starts.
         for action in scene.actions:
-            if action.is_media and not is_stop(action.message):
+            if action.is_media and not action.is_stop:
                 self._media.prepare(action.topic, action.message)
         self._tracker.enable_feedback_tracking()
         self._generation += 1
@@ -379,7 +379,7 @@ class Player:
     def _deliver(self, action: Action) -> Delivery:
         """Media starts (or stops) here; everything else is published."""
         if action.is_media:
-            if is_stop(action.message):
+            if action.is_stop:
                 return self._media.stop(action.topic)
             return self._media.play(action.topic, action.message, action.volume)
         return self._client.publish(action.topic, action.message, action.qos, action.retain)

@@ -28,7 +28,7 @@ from runner.clock import iso, timezone_for
 from runner.control import RemoteControl, StatePublisher
 from runner.errors import RunnerError, UnknownSceneError, ValidationFailed
 from runner.history import RunHistory, default_path
-from runner.media import MediaBackend, is_stop, open_backend
+from runner.media import MediaBackend, open_backend
 from runner.model import Action, Config, FeedbackPolicy, Mode, Scene, Show, Trigger
 from runner.mqtt.readiness import log_readiness, offline_devices
 from runner.mqtt.registry import DeviceInfo
@@ -259,7 +259,7 @@ class RoomService:
         self.media.stop_all()
         for action in self.config.safe_state:
             if action.is_media:
-                if is_stop(action.message):
+                if action.is_stop:
                     self.media.stop(action.topic)
                 continue  # the room goes quiet; nothing starts playing on the way out
             self.client.publish(action.topic, action.message, action.qos, action.retain)
@@ -497,7 +497,7 @@ class RoomService:
     def _send_at_start(self, source: str, action: Action) -> None:
         try:
             if action.is_media:
-                if is_stop(action.message):
+                if action.is_stop:
                     self.media.stop(action.topic)
                 return  # nothing starts playing on the way to the safe state
             delivery = self.client.publish(action.topic, action.message, action.qos,

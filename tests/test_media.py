@@ -6,6 +6,7 @@ import logging
 import os
 import queue
 import struct
+import subprocess
 import sys
 import wave
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import pytest
 
 from runner.errors import RunnerError
 from runner.media import MediaBackend, SimulatedMedia, VLCMedia, open_backend, resolve_media
+from runner.model import Action
 from runner.records import Delivery
 from tests.conftest import require
 
@@ -144,3 +146,18 @@ def test_a_machine_without_a_sound_card_gets_the_dummy_audio_output(
     assert "--aout=dummy" in media_module._missing_outputs()
     cards.write_text(" 0 [vc4hdmi0       ]: vc4-hdmi - vc4-hdmi-0\n")
     assert "--aout=dummy" not in media_module._missing_outputs()
+
+
+def test_a_stop_cue_is_known_by_the_model() -> None:
+    for message in ("stop", "STOP", " Stop "):
+        assert Action(0, "room1/audio", message).is_stop
+        assert Action(0, "room1/video", message).is_stop
+    assert not Action(0, "room1/audio", "stop.mp3").is_stop
+    assert not Action(0, "room1/light", "stop").is_stop  # an MQTT message, published
+
+
+def test_the_checks_know_stop_without_importing_the_media_player() -> None:
+    code = "import sys, runner.checks; print('runner.media' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "False"
