@@ -15,7 +15,6 @@ from jsonschema import Draft202012Validator
 from runner import schema
 from runner.checks import format_offset, parse_offset
 from runner.errors import Severity, ValidationFailed
-from runner.media import is_stop
 from runner.model import FeedbackPolicy, Mode, Route
 from runner.scenefile import check_scene, load_scene, load_scenes, resolve_scene_ref
 from tests.conftest import REPO, SCENES
@@ -184,7 +183,7 @@ def test_media_stop_in_any_case_is_not_a_missing_file(tmp_path: Path, word: str)
     (tmp_path / "media").mkdir()
     path = write(tmp_path, f"actions:\n  - {{at: 0, topic: r/video, message: {word}}}\n")
     [action] = load_scene(path, media_dir=tmp_path / "media").actions
-    assert is_stop(action.message)
+    assert action.is_stop
 
 
 def test_media_symlink_out_of_media_dir_is_refused(tmp_path: Path) -> None:
