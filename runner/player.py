@@ -15,6 +15,7 @@ tracker threads never take the player's lock there.
 from __future__ import annotations
 
 import contextlib
+import copy
 import itertools
 import logging
 import queue
@@ -38,7 +39,9 @@ from runner.records import (
     Delivery,
     FeedbackResult,
     FeedbackStatus,
+    NextCue,
     Outcome,
+    PlayerSnapshot,
     SceneRun,
 )
 
@@ -198,16 +201,16 @@ class Player:
         """Block until nothing plays or is queued; False when `timeout` passed first."""
         return self._idle.wait(timeout)
 
-    def state(self, *, records: bool = True) -> dict[str, object]:
-        """What plays now, JSON-able, for the dashboard and the terminal.
+    def state(self, *, records: bool = True) -> PlayerSnapshot | None:
+        """What plays now (None: nothing), for the dashboard, the retained state, the terminal.
 
-        Only a snapshot is taken under the lock, so a cue due meanwhile is not held up
-        by the serialising; `records=False` leaves the (long) record list out.
+        Only the list is taken under the lock, so a cue due meanwhile is not held up by
+        the copying; `records=False` leaves the (long) record list out.
         """
         with self._lock:
             live = self._live
             if live is None:
-                return {"scene": None}
+                return None
             run, scene = live.run, live.scene
             elapsed = max(0.0, self._clock() - live.start)
             snapshot = list(run.records)
@@ -215,20 +218,19 @@ class Player:
         if scene.rounds is not None:
             rnd = min(rnd, scene.rounds - 1)
         nxt = next((r for r in snapshot if r.delivery is None), None)
-        return {
-            "scene": scene.id,
-            "name": scene.name,
-            "run_id": run.run_id,
-            "started_at": run.started_at,
-            "elapsed": round(elapsed, 3),
-            "duration": run.duration,
-            "round": rnd,
-            "next_cue": None if nxt is None else {
-                "at": nxt.planned, "in": round(max(0.0, nxt.planned - elapsed), 3),
-                "topic": nxt.topic, "message": nxt.message, "label": nxt.label,
-            },
-            "records": [r.to_json() for r in snapshot] if records else [],
-        }
+        return PlayerSnapshot(
+            scene=scene.id,
+            name=scene.name,
+            run_id=run.run_id,
+            started_at=run.started_at,
+            elapsed=round(elapsed, 3),
+            duration=run.duration,
+            round=rnd,
+            next_cue=None if nxt is None else NextCue(
+                at=nxt.planned, due_in=round(max(0.0, nxt.planned - elapsed), 3),
+                topic=nxt.topic, message=nxt.message, label=nxt.label),
+            records=tuple(copy.copy(r) for r in snapshot) if records else (),
+        )
 
     def shutdown(self) -> None:
         """Stop a running scene into its safe state (Outcome.SHUTDOWN) and end the threads."""

@@ -1,7 +1,8 @@
 """What happened when a scene ran: deliveries, feedback results and per-action records.
 
 Shared by the MQTT layer, the player, the run history and the dashboard, so that
-every part speaks of an outcome in the same words.
+every part speaks of an outcome in the same words; `PlayerSnapshot` is what plays now,
+as the player hands it to the dashboard, the retained state and the terminal.
 """
 
 from __future__ import annotations
@@ -117,3 +118,51 @@ class SceneRun:
             "outcome": self.outcome.value,
             "records": [r.to_json() for r in self.records],
         }
+
+
+@dataclass(frozen=True)
+class NextCue:
+    """The first cue of a playing scene that has not fired yet."""
+
+    at: float  # planned offset from the run's start, seconds
+    due_in: float  # seconds from now ("in" in JSON)
+    topic: str
+    message: str
+    label: str | None
+
+    def to_json(self) -> dict[str, object]:
+        return {"at": self.at, "in": self.due_in, "topic": self.topic,
+                "message": self.message, "label": self.label}
+
+
+@dataclass(frozen=True)
+class PlayerSnapshot:
+    """What plays now, taken at one moment; `records` are copies (empty when not asked for)."""
+
+    scene: str
+    name: str
+    run_id: str
+    started_at: float  # wall-clock epoch seconds of offset 0
+    elapsed: float  # seconds since offset 0, over every round
+    duration: float  # the run's whole length (every round)
+    round: int  # from 0
+    next_cue: NextCue | None
+    records: tuple[ActionRecord, ...] = ()
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "scene": self.scene,
+            "name": self.name,
+            "run_id": self.run_id,
+            "started_at": self.started_at,
+            "elapsed": self.elapsed,
+            "duration": self.duration,
+            "round": self.round,
+            "next_cue": None if self.next_cue is None else self.next_cue.to_json(),
+            "records": [r.to_json() for r in self.records],
+        }
+
+
+def player_state_json(snapshot: PlayerSnapshot | None) -> dict[str, object]:
+    """The player's state as JSON; nothing playing is `{"scene": None}`."""
+    return {"scene": None} if snapshot is None else snapshot.to_json()

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from runner.errors import RunnerError
-from runner.records import ActionRecord, Delivery, FeedbackStatus, SceneRun
+from runner.records import ActionRecord, Delivery, FeedbackStatus, PlayerSnapshot, SceneRun
 
 DASH = "—"
 
@@ -45,15 +45,13 @@ def feedback_line(rec: ActionRecord) -> str:
     return f"{rec.planned:9.3f}  {rec.topic} = {rec.message}  feedback {_feedback(rec)}"
 
 
-def status_line(state: dict[str, object], width: int = 100) -> str:
+def status_line(state: PlayerSnapshot, width: int = 100) -> str:
     """The live line: scene, elapsed / total, the next cue."""
-    elapsed = float(state.get("elapsed") or 0.0)  # type: ignore[arg-type]
-    total = float(state.get("duration") or 0.0)  # type: ignore[arg-type]
-    line = f"▶ {state.get('scene')}  {elapsed:7.2f} / {total:.2f} s"
-    nxt = state.get("next_cue")
-    if isinstance(nxt, dict):
-        name = nxt.get("label") or f"{nxt.get('topic')} = {nxt.get('message')}"
-        line += f"  next: {name} at {float(nxt.get('at') or 0):.3f}"
+    line = f"▶ {state.scene}  {state.elapsed:7.2f} / {state.duration:.2f} s"
+    nxt = state.next_cue
+    if nxt is not None:
+        name = nxt.label or f"{nxt.topic} = {nxt.message}"
+        line += f"  next: {name} at {nxt.at:.3f}"
     return line[:width]
 
 

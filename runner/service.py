@@ -16,7 +16,7 @@ import dataclasses
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, tzinfo
 from pathlib import Path
@@ -554,22 +554,21 @@ class RoomService:
 
     def state_snapshot(self, idle: bool = False) -> dict[str, Any]:
         """The retained `runner/<room>/state`: scene, started, elapsed, last results, devices."""
-        playing: Mapping[str, object] = (
-            {"scene": None} if idle else self.player.state(records=False))
-        started = playing.get("started_at")
+        playing = None if idle else self.player.state(records=False)
         last = self._last_run
         results = self.tracker.recent_results(RESULTS_IN_STATE)
         known = self.registry.get_all_devices()
         own = [d for d in known.values() if d.id in self.registry.own_ids]
+        nxt = None if playing is None else playing.next_cue
         return {
             "room": self.config.room,
-            "scene": playing.get("scene"),
-            "name": playing.get("name"),
-            "run_id": playing.get("run_id"),
-            "started": _iso(started, self._tz),
-            "elapsed": playing.get("elapsed"),
-            "duration": playing.get("duration"),
-            "next_cue": playing.get("next_cue"),
+            "scene": None if playing is None else playing.scene,
+            "name": None if playing is None else playing.name,
+            "run_id": None if playing is None else playing.run_id,
+            "started": None if playing is None else _iso(playing.started_at, self._tz),
+            "elapsed": None if playing is None else playing.elapsed,
+            "duration": None if playing is None else playing.duration,
+            "next_cue": None if nxt is None else nxt.to_json(),
             "last_run": None if last is None else {
                 "scene": last.scene_id, "run_id": last.run_id, "trigger": last.trigger,
                 "outcome": last.outcome.value, "started": _iso(last.started_at, self._tz),

@@ -305,7 +305,7 @@ def test_play_needs_the_token_and_then_reaches_the_broker(room: LabRoom, app: St
         r = c.post("/api/play", json={"scene": "intro"}, headers=headers)
         assert r.status_code == 401
         assert "dashboard token" in r.json()["error"]
-    assert room.player.state() == {"scene": None}
+    assert room.player.state() is None
     r = c.post("/api/play", json={"scene": "intro"}, headers=bearer())
     assert r.status_code == 200
     body = r.json()
@@ -466,7 +466,7 @@ def test_get_never_changes_state(room: LabRoom, app: Starlette, recorder: Record
         assert r.status_code == 405, path
         assert "POST" in r.json()["error"]
     after = c.get("/api/snapshot").json()
-    assert room.player.state() == {"scene": None}
+    assert room.player.state() is None
     assert before["history"] == after["history"] and before["scene"] == after["scene"]
     assert recorder.payloads("room1/light") == [] and recorder.payloads("room1/steam") == []
 

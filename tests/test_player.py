@@ -21,7 +21,14 @@ from runner.mqtt.client import MQTTClient
 from runner.mqtt.feedback import FeedbackTracker
 from runner.mqtt.stack import ClientSetup, build_mqtt_stack
 from runner.player import Player
-from runner.records import Delivery, FeedbackStatus, Outcome, SceneRun
+from runner.records import (
+    Delivery,
+    FeedbackStatus,
+    Outcome,
+    PlayerSnapshot,
+    SceneRun,
+    player_state_json,
+)
 from tests.brokers import Mosquitto
 from tests.conftest import Recorder, wait_until
 
@@ -340,16 +347,62 @@ def test_panic_when_idle_applies_the_room_safe_state(rig: Rig, recorder: Recorde
 
 
 def test_state_shows_the_next_cue_while_playing(rig: Rig, recorder: Recorder) -> None:
-    assert rig.player.state() == {"scene": None}
+    assert rig.player.state() is None
     run = rig.play(scene(act(0, "room1/a", "1", feedback=NONE),
                          act(1.0, "room1/a", "2", feedback=NONE, label="Second")))
     recorder.wait_for("room1/a", "1")
     st = rig.player.state()
-    assert st["scene"] == "test" and st["run_id"] == run.run_id
-    assert isinstance(st["next_cue"], dict) and st["next_cue"]["label"] == "Second"
-    assert 0 <= float(st["elapsed"]) < 1.0  # type: ignore[arg-type]
+    assert isinstance(st, PlayerSnapshot)
+    assert st.scene == "test" and st.run_id == run.run_id
+    assert st.next_cue is not None and st.next_cue.label == "Second"
+    assert 0 <= st.elapsed < 1.0
     assert rig.player.wait(5)
-    assert rig.player.state() == {"scene": None}
+    assert rig.player.state() is None
+
+
+def test_state_renders_exactly_the_json_of_a_known_run(rig: Rig, recorder: Recorder) -> None:
+    """The dashboard and `runner play` read this shape: keys, order and values pinned."""
+    assert player_state_json(rig.player.state()) == {"scene": None}
+    run = rig.play(scene(act(0, "room1/a", "1", feedback=NONE),
+                         act(5.0, "room1/a", "2", feedback=NONE, label="Second")))
+    recorder.wait_for("room1/a", "1")
+
+    def first_sent() -> PlayerSnapshot | None:
+        st = rig.player.state()
+        return st if st is not None and st.records[0].delivery is not None else None
+
+    wait_until(lambda: first_sent() is not None, 5, what="the first cue recorded")
+    snap = first_sent()
+    assert snap is not None
+    st = player_state_json(snap)
+    elapsed, nxt = st["elapsed"], st["next_cue"]
+    assert isinstance(elapsed, float) and 0 <= elapsed < 5.0
+    assert isinstance(nxt, dict) and nxt["in"] == round(5.0 - elapsed, 3)
+    records = st["records"]
+    assert isinstance(records, list)
+    actual = records[0]["actual"]
+    assert isinstance(actual, float)
+    expected = {
+        "scene": "test", "name": "Test", "run_id": run.run_id, "started_at": run.started_at,
+        "elapsed": elapsed, "duration": 5.0, "round": 0,
+        "next_cue": {"at": 5.0, "in": nxt["in"], "topic": "room1/a", "message": "2",
+                     "label": "Second"},
+        "records": [
+            {"index": 0, "round": 0, "planned": 0.0, "topic": "room1/a", "message": "1",
+             "route": "mqtt", "label": None, "actual": actual, "delivery": "sent",
+             "feedback": "none", "feedback_latency": None, "error": None,
+             "lateness": actual},
+            {"index": 1, "round": 0, "planned": 5.0, "topic": "room1/a", "message": "2",
+             "route": "mqtt", "label": "Second", "actual": None, "delivery": None,
+             "feedback": "none", "feedback_latency": None, "error": None,
+             "lateness": None},
+        ],
+    }
+    assert json.dumps(st) == json.dumps(expected)  # the same keys in the same order
+    assert player_state_json(rig.player.state(records=False))["records"] == []
+    rig.player.stop()
+    assert rig.player.wait(5)
+    assert player_state_json(rig.player.state()) == {"scene": None}
 
 
 class Subscriber:

@@ -10,6 +10,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -161,6 +162,20 @@ def test_cmd_play_stop_panic_and_the_retained_state(
     wait_until(lambda: state(recorder).get("scene") == "intro", what="state: intro plays")
     playing = state(recorder)
     assert playing["started"] and isinstance(playing["elapsed"], float)
+    assert (playing["name"], playing["duration"]) == ("Intro", 1.5)
+    assert isinstance(playing["run_id"], str) and playing["run_id"]
+
+    def next_cue() -> Any:
+        return state(recorder).get("next_cue")
+
+    # Once the light is on, the motor is next: the whole next-cue shape, keys in order.
+    wait_until(lambda: isinstance(next_cue(), dict) and next_cue()["topic"] == "room1/motor",
+               what="state: the motor is next")
+    nxt = next_cue()
+    assert list(nxt) == ["at", "in", "topic", "message", "label"]
+    assert (nxt["at"], nxt["topic"], nxt["message"], nxt["label"]) == (
+        1.5, "room1/motor", "START", None)
+    assert isinstance(nxt["in"], float) and 0 <= nxt["in"] <= 1.5
 
     send(recorder, cmd, json.dumps({"command": "stop"}))
     recorder.wait_for("room1/light", "OFF")  # on_stop

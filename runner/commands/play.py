@@ -23,7 +23,7 @@ from runner.mqtt.feedback import FeedbackTracker
 from runner.mqtt.readiness import log_readiness
 from runner.mqtt.stack import MqttStack, build_mqtt_stack, new_tracker
 from runner.player import Player
-from runner.records import ActionRecord, Delivery, Outcome, SceneRun
+from runner.records import ActionRecord, Delivery, Outcome, PlayerSnapshot, SceneRun
 from runner.report import cue_line, feedback_line, status_line, table, write_json
 from runner.scenefile import load_scene, resolve_scene_ref
 
@@ -64,8 +64,8 @@ class Progress:
     def live(self) -> bool:
         return self._tty
 
-    def redraw(self, state: dict[str, object]) -> None:
-        if state.get("scene") is None:
+    def redraw(self, state: PlayerSnapshot | None) -> None:
+        if state is None:
             return
         with self._lock:
             self._status = status_line(state)

@@ -19,7 +19,14 @@ from runner.clock import iso, system_timezone, timezone_for, timezone_name
 from runner.errors import ShowError
 from runner.model import Config, Scene, Show
 from runner.mqtt.client import BrokerHealth
-from runner.records import FeedbackResult, FeedbackStatus, SceneRun
+from runner.records import (
+    ActionRecord,
+    Delivery,
+    FeedbackResult,
+    FeedbackStatus,
+    PlayerSnapshot,
+    SceneRun,
+)
 
 log = logging.getLogger("dashboard")
 
@@ -52,7 +59,7 @@ class TrackerView(Protocol):
 
 
 class PlayerView(Protocol):
-    def state(self, *, records: bool = True) -> Mapping[str, object]: ...
+    def state(self, *, records: bool = True) -> PlayerSnapshot | None: ...
 
 
 class HistoryView(Protocol):
@@ -116,7 +123,7 @@ class FailureClock:
 def status_view(room: Room, tz: tzinfo) -> dict[str, Any]:
     health = room.client.health()
     devices = room.registry.get_all_devices()
-    state = room.player.state(records=False)  # only which scene: scene_view has the cues
+    playing = room.player.state(records=False)  # only which scene: scene_view has the cues
     return {
         "room": room.config.room,
         "now": iso(time.time(), tz),
@@ -129,7 +136,7 @@ def status_view(room: Room, tz: tzinfo) -> dict[str, Any]:
             "messages_in": health.messages_in,
             "messages_out": health.messages_out,
         },
-        "playing": state.get("scene"),
+        "playing": None if playing is None else playing.scene,
         "devices": {
             "online": sum(1 for d in devices.values() if d.online),
             "total": len(devices),
@@ -165,31 +172,25 @@ def devices_view(room: Room, tz: tzinfo, offset: int = 0,
     }
 
 
-def _cue_state(record: Mapping[str, Any] | None) -> str:
+# Sent with nothing tracked (media, `feedback: none`, simulation): "no-feedback", grey.
+_FEEDBACK_STATES = {
+    FeedbackStatus.OK: "ok",
+    FeedbackStatus.ERROR: "error",
+    FeedbackStatus.TIMEOUT: "timeout",
+    FeedbackStatus.PENDING: "pending",
+}
+
+
+def _cue_state(record: ActionRecord | None) -> str:
     """One word per cue, which the page turns into a colour and a symbol."""
-    if record is None or (record.get("delivery") is None and record.get("actual") is None):
+    if record is None or (record.delivery is None and record.actual is None):
         return "waiting"
-    delivery = record.get("delivery")
-    if delivery in ("failed", "not sent"):
+    if record.delivery in (Delivery.FAILED, Delivery.NOT_SENT):
         return "failed"
-    if delivery == "cancelled":
+    if record.delivery is Delivery.CANCELLED:
         return "cancelled"
-    feedback = record.get("feedback")
-    if feedback == FeedbackStatus.OK.value:
-        return "ok"
-    if feedback == FeedbackStatus.ERROR.value:
-        return "error"
-    if feedback == FeedbackStatus.TIMEOUT.value:
-        return "timeout"
-    if feedback == FeedbackStatus.PENDING.value:
-        return "pending"
-    # Sent with nothing tracked (media, `feedback: none`, simulation): grey.
-    return "no-feedback"
+    return _FEEDBACK_STATES.get(record.feedback, "no-feedback")
 
-
-def _number(value: object, default: float = 0.0) -> float:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
-        else default
 
 
 def scene_view(room: Room, tz: tzinfo) -> dict[str, Any]:
@@ -198,21 +199,14 @@ def scene_view(room: Room, tz: tzinfo) -> dict[str, Any]:
     `elapsed` and `duration` are within the round, so a looping scene's bar starts over;
     `round` counts from 1.
     """
-    state = dict(room.player.state())
-    scene_id = state.get("scene")
-    if not scene_id:
+    state = room.player.state()
+    if state is None:
         return {"playing": False, "scene": None, "cues": []}
-    scene = room.scenes.get(str(scene_id))
-    rnd = int(_number(state.get("round")))
-    elapsed_total = _number(state.get("elapsed"))
-    length = scene.duration if scene is not None else _number(state.get("duration"))
-    records: dict[int, Mapping[str, Any]] = {}
-    raw_records = state.get("records")
-    for rec in raw_records if isinstance(raw_records, list) else []:
-        # index -1: an action injected outside the timeline; other rounds are not drawn
-        if isinstance(rec, Mapping) and rec.get("round", rnd) == rnd \
-                and isinstance(rec.get("index"), int) and rec["index"] >= 0:
-            records[rec["index"]] = rec
+    scene = room.scenes.get(state.scene)
+    rnd = state.round
+    length = scene.duration if scene is not None else state.duration
+    # index -1: an action injected outside the timeline; other rounds are not drawn
+    records = {rec.index: rec for rec in state.records if rec.round == rnd and rec.index >= 0}
     cues: list[dict[str, Any]] = []
     if scene is not None:
         for i, action in enumerate(scene.actions):
@@ -222,29 +216,29 @@ def scene_view(room: Room, tz: tzinfo) -> dict[str, Any]:
                 "message": action.message, "label": action.label,
                 "feedback": "none" if action.is_media else action.feedback.value,
                 "state": _cue_state(rec),
-                "latency": rec.get("feedback_latency") if rec else None,
+                "latency": rec.feedback_latency if rec else None,
             })
     else:  # played from a file outside scenes_dir: the records are all there is
         for i, rec in sorted(records.items()):
             cues.append({
-                "index": i, "at": _number(rec.get("planned")) - rnd * length,
-                "topic": rec.get("topic"), "message": rec.get("message"),
-                "label": rec.get("label"),
-                "feedback": "none" if rec.get("feedback") in (None, "none") else "expect",
+                "index": i, "at": rec.planned - rnd * length,
+                "topic": rec.topic, "message": rec.message,
+                "label": rec.label,
+                "feedback": "none" if rec.feedback is FeedbackStatus.NONE else "expect",
                 "state": _cue_state(rec),
-                "latency": rec.get("feedback_latency"),
+                "latency": rec.feedback_latency,
             })
     return {
         "playing": True,
-        "scene": scene_id,
-        "name": state.get("name") or (scene.name if scene else scene_id),
-        "run_id": state.get("run_id"),
-        "started_at": iso(state.get("started_at"), tz),
-        "elapsed": round(max(0.0, elapsed_total - rnd * length), 3),
+        "scene": state.scene,
+        "name": state.name or (scene.name if scene else state.scene),
+        "run_id": state.run_id,
+        "started_at": iso(state.started_at, tz),
+        "elapsed": round(max(0.0, state.elapsed - rnd * length), 3),
         "duration": length,
         "round": rnd + 1,
         "rounds": scene.rounds if scene is not None else 1,  # None: loops forever
-        "next_cue": state.get("next_cue"),
+        "next_cue": None if state.next_cue is None else state.next_cue.to_json(),
         "cues": cues,
     }
 
