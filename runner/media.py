@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import RunnerError
-from runner.model import is_stop_message
+from runner.model import Route, is_stop_message
 from runner.records import Delivery
 
 log = logging.getLogger("media")
@@ -195,7 +195,7 @@ class VLCMedia(MediaBackend):
             player = self._players.get(topic)
             if player is None:
                 player = self._instance.media_player_new()
-                if topic.endswith("/video") and not self._dummy:
+                if Route.for_topic(topic) is Route.VIDEO and not self._dummy:
                     player.set_fullscreen(True)
                 events = player.event_manager()
                 et = self._vlc.EventType

@@ -12,6 +12,8 @@ from enum import Enum
 from pathlib import Path
 from types import MappingProxyType
 
+from runner.topics import Topic
+
 DEFAULT_KEEP_DAYS = 90.0  # history.keep_days when the config does not say
 
 
@@ -25,9 +27,10 @@ class Route(str, Enum):
     @classmethod
     def for_topic(cls, topic: str) -> Route:
         """Topics ending /audio or /video play media locally; everything else is MQTT."""
-        if topic.endswith("/audio"):
+        named = Topic(topic)
+        if named.ends_in("audio"):
             return cls.AUDIO
-        if topic.endswith("/video"):
+        if named.ends_in("video"):
             return cls.VIDEO
         return cls.MQTT
 

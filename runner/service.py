@@ -22,8 +22,6 @@ from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
-from paho.mqtt.client import topic_matches_sub
-
 from runner.clock import iso, timezone_for
 from runner.control import RemoteControl, StatePublisher
 from runner.errors import RunnerError, UnknownSceneError, ValidationFailed
@@ -46,6 +44,7 @@ from runner.shows import (
     ShowScheduler,
     describe,
 )
+from runner.topics import TopicFilter
 from runner.triggers import TriggerRouter
 
 log = logging.getLogger("service")
@@ -143,7 +142,7 @@ class RoomService:
                                     running=lambda: self.player.current_run is not None)
         self.shows = self._new_shows(config)
         self._routed: set[str] = set()
-        self._trigger_routes: list[str] = []  # in the order they were routed
+        self._trigger_routes: list[TopicFilter] = []  # in the order they were routed
         self.dashboard: Any = None  # runner.web.server.DashboardServer once started
 
     # -- building ------------------------------------------------------------------------
@@ -169,7 +168,7 @@ class RoomService:
             if topic_filter == self.config.runner_cmd_topic:
                 self.mqtt.add_route(topic_filter, self.control.handle)
             else:
-                self._trigger_routes.append(topic_filter)
+                self._trigger_routes.append(TopicFilter(topic_filter))
                 self.mqtt.add_route(topic_filter, self._trigger_route(topic_filter))
 
     # -- life cycle ----------------------------------------------------------------------
@@ -401,7 +400,7 @@ class RoomService:
 
     def _on_message(self, topic: str, payload: bytes, retain: bool) -> None:
         if retain and (self.triggers.matches(topic)
-                       or topic_matches_sub(self.config.runner_cmd_topic, topic)):
+                       or TopicFilter(self.config.runner_cmd_topic).matches(topic)):
             # A retained button press or command would start a scene at every restart.
             logging.getLogger("mqtt_handler").warning(
                 "Retained message on %s ignored: triggers and commands must not be retained",
@@ -413,8 +412,8 @@ class RoomService:
         def route(topic: str, text: str) -> None:
             # Overlapping filters (room1/# and room1/button) each get the message: the
             # first matching route alone passes it on, so one press is one press.
-            first = next(f for f in self._trigger_routes if topic_matches_sub(f, topic))
-            if first == topic_filter:
+            first = next(f for f in self._trigger_routes if f.matches(topic))
+            if first.text == topic_filter:
                 self.triggers.handle(topic, text)
 
         return route

@@ -26,6 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from runner.model import TLSConfig
 from runner.mqtt.tls import tls_context
+from runner.topics import Topic
 
 log = logging.getLogger("simulate")
 
@@ -99,7 +100,8 @@ def devices_for_topics(topics: Iterable[str]) -> dict[str, tuple[str, ...]]:
 def _answers(topic: str) -> bool:
     # Feedback and presence arrive on */status, and the runner's own topics are not
     # commands: answering them would echo forever under a wildcard subscription.
-    return not topic.endswith("/status") and not topic.startswith("runner/")
+    named = Topic(topic)
+    return not named.ends_in("status") and not named.starts_in("runner")
 
 
 class VirtualDevice:
@@ -188,7 +190,7 @@ class VirtualDevice:
         """Where the answer to a command goes: the room's status topic."""
         if self.room_status_topic:
             return self.room_status_topic
-        return command_topic.split("/", 1)[0] + "/status"
+        return Topic(command_topic).room_status
 
     # --- driven by the fleet, on its loop thread ---------------------------------
 

@@ -7,13 +7,16 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from paho.mqtt.client import topic_matches_sub
-
 from runner.model import Trigger
+from runner.topics import TopicFilter
 
 log = logging.getLogger("triggers")
 
 StartScene = Callable[[Trigger], None]
+
+
+def _filters(triggers: tuple[Trigger, ...]) -> tuple[TopicFilter, ...]:
+    return tuple(TopicFilter(t.topic) for t in triggers)
 
 
 def _key(trigger: Trigger) -> tuple[str, str | None, str]:
@@ -34,6 +37,7 @@ class TriggerRouter:
         self._clock = clock
         self._lock = threading.Lock()
         self._triggers: tuple[Trigger, ...] = tuple(triggers)
+        self._filters = _filters(self._triggers)
         self._last: dict[tuple[str, str | None, str], float] = {}
 
     def topic_filters(self) -> list[str]:
@@ -43,12 +47,13 @@ class TriggerRouter:
 
     def matches(self, topic: str) -> bool:
         with self._lock:
-            return any(topic_matches_sub(t.topic, topic) for t in self._triggers)
+            return any(f.matches(topic) for f in self._filters)
 
     def set_triggers(self, triggers: Sequence[Trigger]) -> None:
         """Replace the triggers (config reload); bounce guards of unchanged ones carry over."""
         with self._lock:
             self._triggers = tuple(triggers)
+            self._filters = _filters(self._triggers)
             keep = {_key(t) for t in self._triggers}
             self._last = {k: v for k, v in self._last.items() if k in keep}
 
@@ -58,8 +63,8 @@ class TriggerRouter:
         now = self._clock()
         fired: list[Trigger] = []
         with self._lock:
-            for trigger in self._triggers:
-                if not topic_matches_sub(trigger.topic, topic):
+            for trigger, topic_filter in zip(self._triggers, self._filters, strict=True):
+                if not topic_filter.matches(topic):
                     continue
                 if trigger.message is not None and payload != trigger.message:
                     log.debug("%s = %r is not the trigger's %r", topic, payload[:40],

@@ -9,10 +9,9 @@ import threading
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from paho.mqtt.client import topic_matches_sub
 
 from runner.mqtt.feedback import FeedbackTracker
-from runner.mqtt.handler import MessageHandler, TopicFilter, feedback_filters
+from runner.mqtt.handler import MessageHandler, feedback_filters
 from runner.mqtt.registry import DeviceRegistry
 from runner.records import Delivery, FeedbackResult, FeedbackStatus
 from tests.brokers import Mosquitto
@@ -102,30 +101,6 @@ def test_feedback_filters_add_only_uncovered_feedback_topics() -> None:
     assert feedback_filters(["room1/door/ack", "room1/status", "devices/esp32_01/status",
                              "room1/door/ack"], status_topics=["devices/+/status"]) == (
         "+/status", "room1/door/ack")
-
-
-def test_device_id_from_wildcards() -> None:
-    def device_id(topic_filter: str, topic: str) -> str:
-        return TopicFilter(topic_filter).wildcard_part(topic.split("/"))
-
-    assert device_id("devices/+/status", "devices/esp32_01/status") == "esp32_01"
-    assert device_id("site/+/+/presence", "site/hall/esp9/presence") == "hall/esp9"
-    assert device_id("things/#", "things/a/b") == "a/b"
-
-
-LEVELS = st.sampled_from(["a", "b", "status", "devices", "", "$SYS", "+", "#"])
-
-
-@settings(max_examples=500, deadline=None, derandomize=True)
-@given(st.lists(LEVELS, min_size=1, max_size=4), st.lists(LEVELS, min_size=1, max_size=4))
-def test_topic_filter_agrees_with_paho(filter_levels: list[str], topic_levels: list[str]) -> None:
-    """Our pre-split matcher gives paho's answer for every valid filter and topic."""
-    topic_filter = "/".join(filter_levels)
-    topic = "/".join(t for t in topic_levels if t not in ("+", "#"))
-    if "#" in filter_levels[:-1] or not topic:
-        return  # not a valid filter / topic: never subscribed or delivered
-    expected = topic_matches_sub(topic_filter, topic)
-    assert TopicFilter(topic_filter).match(topic.split("/")) is expected
 
 
 TOPICS = st.one_of(

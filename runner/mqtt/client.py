@@ -23,10 +23,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from runner.model import TLSConfig
-from runner.mqtt.handler import TopicFilter
 from runner.mqtt.tls import tls_context
 from runner.ratelimitlog import RateLimitedLog
 from runner.records import Delivery
+from runner.topics import TopicFilter
 
 log = logging.getLogger("mqtt")
 

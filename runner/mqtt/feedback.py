@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from runner.model import FeedbackPolicy, Route
 from runner.records import FeedbackResult, FeedbackStatus
+from runner.topics import Topic
 
 log = logging.getLogger("mqtt_feedback")
 
@@ -28,7 +29,7 @@ STATUS_WORDS = {"OK": FeedbackStatus.OK, "ERROR": FeedbackStatus.ERROR}
 
 def feedback_topic_for(topic: str) -> str:
     """`room1/light` expects its feedback on `room1/status`."""
-    return topic.split("/", 1)[0] + "/status"
+    return Topic(topic).room_status
 
 
 def parse_feedback(payload: str) -> tuple[FeedbackStatus, str | None] | None:
@@ -224,9 +225,9 @@ class FeedbackTracker:
 
     def _device_of_status_topic(self, topic: str) -> str | None:
         # `devices/<id>/status` or any status topic naming a device from the config's map.
-        parts = topic.split("/")
-        if len(parts) >= 2 and parts[-1] == "status":
-            return next((d for d in parts[:-1] if d in self._devices), None)
+        named = Topic(topic)
+        if named.ends_in("status"):
+            return next((d for d in named.levels[:-1] if d in self._devices), None)
         return None
 
     # -- results -----------------------------------------------------------------

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from runner.mqtt.feedback import FeedbackTracker, parse_feedback
 from runner.mqtt.registry import OFFLINE, ONLINE, DeviceRegistry
 from runner.ratelimitlog import RateLimitedLog
+from runner.topics import TopicFilter
 
 log = logging.getLogger("mqtt_handler")
 
@@ -24,48 +25,6 @@ _BINARY = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _CONTROL_IN_TOPIC = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
-class TopicFilter:
-    """An MQTT subscription filter, split once: paho's topic_matches_sub rebuilds a trie
-    per call, which costs more than everything else a presence message needs."""
-
-    def __init__(self, topic_filter: str) -> None:
-        self.text = topic_filter
-        levels = topic_filter.split("/")
-        self._levels = levels
-        self._multi = levels[-1] == "#"  # `#` is only valid last
-        self._fixed = [(i, lv) for i, lv in enumerate(levels) if lv not in ("+", "#")]
-        self._wild = self._multi or "+" in levels
-        singles = [i for i, lv in enumerate(levels) if lv == "+"]
-        # `devices/+/status`: the device id is one level, found by index.
-        self._single = singles[0] if len(singles) == 1 and not self._multi else None
-
-    def match(self, levels: list[str]) -> bool:
-        """Whether the topic split into `levels` matches (MQTT 3.1.1 section 4.7)."""
-        if not self._wild:
-            return levels == self._levels
-        if self._multi:
-            if len(levels) < len(self._levels) - 1:
-                return False
-        elif len(levels) != len(self._levels):
-            return False
-        if levels[0].startswith("$") and self._levels[0] in ("+", "#"):
-            return False  # a leading wildcard never matches $SYS-style topics
-        return all(levels[i] == lv for i, lv in self._fixed)
-
-    def wildcard_part(self, levels: list[str]) -> str:
-        """The part of the topic the wildcards matched: the device id of a status topic."""
-        if self._single is not None:
-            return levels[self._single]
-        picked: list[str] = []
-        for i, level in enumerate(self._levels):
-            if level == "+" and i < len(levels):
-                picked.append(levels[i])
-            elif level == "#":
-                picked.extend(levels[i:])
-                break
-        return "/".join(picked) or "/".join(levels)
-
-
 def feedback_filters(overrides: Iterable[str], *, status_topics: Sequence[str] = (),
                      ) -> tuple[str, ...]:
     """`+/status` and every `feedback_topic` override neither it nor `status_topics` covers.
@@ -75,7 +34,7 @@ def feedback_filters(overrides: Iterable[str], *, status_topics: Sequence[str] =
     """
     covered = [TopicFilter(f) for f in (*ROOM_FEEDBACK_TOPICS, *status_topics)]
     extra = [t for t in dict.fromkeys(overrides)
-             if not any(f.match(t.split("/")) for f in covered)]
+             if not any(f.matches(t) for f in covered)]
     return (*ROOM_FEEDBACK_TOPICS, *extra)
 
 
