@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.model import Config
-from runner.records import ActionRecord, SceneRun
+from runner.records import FAILED_FEEDBACK, UNDELIVERED, ActionRecord, SceneRun
 
 log = logging.getLogger("history")
 
@@ -63,8 +63,12 @@ CREATE TABLE IF NOT EXISTS actions (
 # A run that loops all day has many thousands of actions and few failures: listing runs
 # reads only these through the index, never every action.
 FAILED_INDEX = "CREATE INDEX IF NOT EXISTS actions_failed ON actions (run_id, seq) WHERE failed"
-FAILED_JSON = ("(json_extract(record, '$.feedback') IN ('ERROR', 'TIMEOUT') "
-               "OR json_extract(record, '$.delivery') IN ('failed', 'not sent'))")
+# ActionRecord.failed, asked of the JSON a record was saved as (values are constants).
+_FAILED_FEEDBACK = tuple(f.value for f in FAILED_FEEDBACK)  # ('ERROR', 'TIMEOUT')
+_UNDELIVERED = tuple(d.value for d in UNDELIVERED)  # ('failed', 'not sent')
+FAILED_JSON = (
+    f"(json_extract(record, '$.feedback') IN ({', '.join(map(repr, _FAILED_FEEDBACK))}) "
+    f"OR json_extract(record, '$.delivery') IN ({', '.join(map(repr, _UNDELIVERED))}))")
 FAILURES_LISTED = 20  # per run, when listing runs; `failure_count` has them all
 
 
@@ -118,9 +122,9 @@ def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
 
 
 def is_failure(record: dict[str, Any]) -> bool:
-    """Feedback ERROR or TIMEOUT, or a command that was not delivered."""
-    return (record.get("feedback") in ("ERROR", "TIMEOUT")
-            or record.get("delivery") in ("failed", "not sent"))
+    """`ActionRecord.failed` of a record read back as JSON."""
+    return (record.get("feedback") in _FAILED_FEEDBACK
+            or record.get("delivery") in _UNDELIVERED)
 
 
 class RunHistory:
@@ -201,7 +205,7 @@ class RunHistory:
         """
         data = rec.to_json()
         text = json.dumps(data, ensure_ascii=False)
-        failed = int(is_failure(data))
+        failed = int(rec.failed)
         if seq is None:
             self._put(lambda c: c.execute(
                 "INSERT INTO actions (run_id, seq, record, failed) VALUES (?, (SELECT "

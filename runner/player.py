@@ -347,7 +347,7 @@ class Player:
             for _, rec in cues:
                 self._notify("action", live.run, rec)
             unsent = next((a for a, rec in cues if a.feedback is FeedbackPolicy.REQUIRED
-                           and rec.delivery in (Delivery.NOT_SENT, Delivery.FAILED)), None)
+                           and rec.undelivered), None)
             if unsent is not None:
                 # Never sent can never be confirmed: what follows must not run without it.
                 log.error("required command %s = %s was not sent: stopping %s into its "
@@ -493,8 +493,8 @@ class Player:
             rec.feedback = res.status
             rec.feedback_latency = res.latency
             self._notify("feedback", live.run, rec)
-            failed = res.status in (FeedbackStatus.ERROR, FeedbackStatus.TIMEOUT)
-            if failed and action.feedback is FeedbackPolicy.REQUIRED and live is self._live:
+            required = action.feedback is FeedbackPolicy.REQUIRED
+            if res.status.failed and required and live is self._live:
                 log.error("required feedback for %s = %s is %s: stopping %s into its "
                           "safe state", action.topic, action.message, res.status.value,
                           live.scene.id)

@@ -23,6 +23,11 @@ class Delivery(str, Enum):
     FAILED = "failed"  # media missing or refused, or a publish error
     CANCELLED = "cancelled"  # the scene stopped before its moment
 
+    @property
+    def undelivered(self) -> bool:
+        """It should have gone out and did not: a failure of the record."""
+        return self in UNDELIVERED
+
 
 class FeedbackStatus(str, Enum):
     OK = "OK"
@@ -30,6 +35,17 @@ class FeedbackStatus(str, Enum):
     TIMEOUT = "TIMEOUT"
     PENDING = "PENDING"
     NONE = "none"  # no feedback expected
+
+    @property
+    def failed(self) -> bool:
+        """The device said no, or never answered."""
+        return self in FAILED_FEEDBACK
+
+
+# What makes a record a failure (ActionRecord.failed); the run history's JSON and SQL
+# forms of the same test are built from these, in this order.
+FAILED_FEEDBACK = (FeedbackStatus.ERROR, FeedbackStatus.TIMEOUT)
+UNDELIVERED = (Delivery.FAILED, Delivery.NOT_SENT)
 
 
 @dataclass(frozen=True)
@@ -60,6 +76,15 @@ class ActionRecord:
     feedback: FeedbackStatus = FeedbackStatus.NONE
     feedback_latency: float | None = None
     error: str | None = None
+
+    @property
+    def undelivered(self) -> bool:
+        return self.delivery is not None and self.delivery.undelivered
+
+    @property
+    def failed(self) -> bool:
+        """Feedback ERROR or TIMEOUT, or a command that was not delivered."""
+        return self.feedback.failed or self.undelivered
 
     @property
     def lateness(self) -> float | None:
@@ -99,12 +124,7 @@ class SceneRun:
 
     @property
     def failures(self) -> list[ActionRecord]:
-        return [
-            r
-            for r in self.records
-            if r.feedback in (FeedbackStatus.ERROR, FeedbackStatus.TIMEOUT)
-            or r.delivery in (Delivery.FAILED, Delivery.NOT_SENT)
-        ]
+        return [r for r in self.records if r.failed]
 
     def to_json(self) -> dict[str, Any]:
         return {

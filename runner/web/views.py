@@ -185,7 +185,7 @@ def _cue_state(record: ActionRecord | None) -> str:
     """One word per cue, which the page turns into a colour and a symbol."""
     if record is None or (record.delivery is None and record.actual is None):
         return "waiting"
-    if record.delivery in (Delivery.FAILED, Delivery.NOT_SENT):
+    if record.undelivered:
         return "failed"
     if record.delivery is Delivery.CANCELLED:
         return "cancelled"
@@ -247,7 +247,7 @@ def failures_view(room: Room, tz: tzinfo, clock: FailureClock) -> dict[str, Any]
     """Recent feedback errors and timeouts, newest first."""
     results = list(room.tracker.recent_results(50))
     stamps = clock.stamp(results)
-    failed = [r for r in results if r.status in (FeedbackStatus.ERROR, FeedbackStatus.TIMEOUT)]
+    failed = [r for r in results if r.status.failed]
     failed.sort(key=lambda r: (stamps[r.command_id], r.command_id), reverse=True)
     return {
         "failures": [
