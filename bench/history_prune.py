@@ -36,8 +36,8 @@ def write(db: Path, runs: int, per_run: int) -> float:
             rec = ActionRecord(index=seq % 5, round=seq // 5, planned=float(seq),
                                route="mqtt", topic="room1/spot1", message="ON",
                                actual=float(seq), delivery=Delivery.SENT,
-                               feedback=FeedbackStatus.OK)
-            history.record_action(run.run_id, rec, seq)
+                               feedback=FeedbackStatus.OK, seq=seq)
+            history.record_action(run, rec)
         run.outcome, run.ended_at = Outcome.COMPLETED, time.time()
         history.record_end(run)
     if not history.flush(3600):

@@ -20,7 +20,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ log = logging.getLogger("history")
 HISTORY_NAME = "history.sqlite3"
 FLUSH_TIMEOUT = 5.0  # how long close() waits for queued writes
 READ_FLUSH_TIMEOUT = 1.0  # how long a reader waits for queued writes before reading anyway
-FORGET_SLACK = 50  # places of dropped records are forgotten once this many pile up
+FORGET_SLACK = 50  # what dropped records were saved as is forgotten once this many pile up
 UNFINISHED = "interrupted"  # the outcome of a run the service never saw end (crash, power)
 IN_MEMORY = ":memory:"  # sqlite's name for a database that lives only in this process
 CHECK_INTERVAL = 1.0  # seconds between two tries to reopen a file that could not be opened
@@ -70,14 +69,6 @@ FAILED_JSON = (
     f"(json_extract(record, '$.feedback') IN ({', '.join(map(repr, _FAILED_FEEDBACK))}) "
     f"OR json_extract(record, '$.delivery') IN ({', '.join(map(repr, _UNDELIVERED))}))")
 FAILURES_LISTED = 20  # per run, when listing runs; `failure_count` has them all
-
-
-@dataclass
-class _Places:
-    """The rows given to one run's records so far: `id(record)` -> (record, row)."""
-
-    rows: dict[int, tuple[ActionRecord, int]] = field(default_factory=dict)
-    next: int = 0
 
 
 def default_path(config: Config) -> Path:
@@ -158,8 +149,7 @@ class RunHistory:
             self._pruned.set()
         self._lock = threading.Lock()  # guards the connection between writer and readers
         self._queue: queue.Queue[Callable[[sqlite3.Connection], object] | None] = queue.Queue()
-        self._written: dict[tuple[str, int], str] = {}  # what each record was last saved as
-        self._places: dict[str, _Places] = {}  # per run: each record's row, by identity
+        self._written: dict[str, dict[int, str]] = {}  # per run: seq -> the record's last JSON
         self._written_lock = threading.Lock()  # player and feedback threads both report
         self._thread = threading.Thread(target=self._write_loop, name="history", daemon=True)
         self._thread.start()
@@ -173,62 +163,43 @@ class RunHistory:
             "INSERT OR REPLACE INTO runs (run_id, scene, name, trigger, started_at, duration,"
             " outcome) VALUES (?, ?, ?, ?, ?, ?, ?)", row))
 
-    def place(self, run: SceneRun, rec: ActionRecord) -> int:
-        """The record's row number in its run: the same for every update of that record.
+    def record_action(self, run: SceneRun, rec: ActionRecord) -> None:
+        """Write one record into its row, `rec.seq` (a later call updates that row).
 
-        Not its index in `run.records`: the player drops the old rounds of an endless
-        loop from that list, which shifts the indices, and the history keeps them all.
-        """
-        with self._written_lock:
-            places = self._places.setdefault(run.run_id, _Places())
-            known = places.rows.get(id(rec))
-            if known is not None and known[0] is rec:
-                return known[1]
-            seq = places.next
-            places.next += 1
-            places.rows[id(rec)] = (rec, seq)
-            if len(places.rows) > 2 * len(run.records) + FORGET_SLACK:
-                self._forget_dropped(run, places)
-            return seq
-
-    def _forget_dropped(self, run: SceneRun, places: _Places) -> None:
-        # The player drops only finished records, so they are never reported again.
-        kept = {id(r) for r in list(run.records)}
-        for key in [k for k in places.rows if k not in kept]:
-            _rec, seq = places.rows.pop(key)
-            self._written.pop((run.run_id, seq), None)
-
-    def record_action(self, run_id: str, rec: ActionRecord, seq: int | None = None) -> None:
-        """Write one record; `seq` is `place(run, rec)` (a later call updates that row).
-
-        Without `seq` the record is appended as a new row.
+        A record the player never placed (`seq` -1) is appended as a new row.
         """
         data = rec.to_json()
         text = json.dumps(data, ensure_ascii=False)
         failed = int(rec.failed)
-        if seq is None:
+        run_id, seq = run.run_id, rec.seq
+        if seq < 0:
             self._put(lambda c: c.execute(
                 "INSERT INTO actions (run_id, seq, record, failed) VALUES (?, (SELECT "
                 "coalesce(max(seq), -1) + 1 FROM actions WHERE run_id = ?), ?, ?)",
                 (run_id, run_id, text, failed)))
             return
         with self._written_lock:
-            self._written[(run_id, seq)] = text
+            written = self._written.setdefault(run_id, {})
+            written[seq] = text
+            if len(written) > 2 * len(run.records) + FORGET_SLACK:
+                # The player drops only finished records of an endless loop: never again.
+                kept = {r.seq for r in list(run.records)}
+                for old in [k for k in written if k not in kept]:
+                    del written[old]
         self._put(lambda c: c.execute(
             "INSERT OR REPLACE INTO actions (run_id, seq, record, failed) VALUES (?, ?, ?, ?)",
             (run_id, seq, text, failed)))
 
     def record_changes(self, run: SceneRun) -> None:
-        """Write every record of `run` that changed since it was last written."""
+        """Write every placed record of `run` that changed since it was last written."""
         for rec in list(run.records):
-            if rec.delivery is None and rec.actual is None:
-                continue  # not happened yet: nothing to keep
-            seq = self.place(run, rec)
+            if rec.seq < 0 or (rec.delivery is None and rec.actual is None):
+                continue  # not happened (or not reported by the player) yet: nothing to keep
             text = json.dumps(rec.to_json(), ensure_ascii=False)
             with self._written_lock:
-                changed = self._written.get((run.run_id, seq)) != text
+                changed = self._written.get(run.run_id, {}).get(rec.seq) != text
             if changed:
-                self.record_action(run.run_id, rec, seq)
+                self.record_action(run, rec)
 
     def record_end(self, run: SceneRun) -> None:
         self.record_changes(run)
@@ -237,9 +208,7 @@ class RunHistory:
         self._put(lambda c: c.execute(
             "UPDATE runs SET ended_at = ?, outcome = ? WHERE run_id = ?", row))
         with self._written_lock:
-            for key in [k for k in self._written if k[0] == run.run_id]:
-                del self._written[key]
-            self._places.pop(run.run_id, None)
+            self._written.pop(run.run_id, None)
 
     def close_unfinished(self) -> int:
         """Mark runs left 'running' by a crash or power cut; call once when the service starts."""

@@ -102,6 +102,7 @@ class _Live:
     groups: dict[str, list[Cue]] = field(default_factory=dict)  # job id -> cues
     jobs: set[str] = field(default_factory=set)  # every job scheduled for this run
     end_reached: bool = False
+    next_seq: int = 0  # the `seq` the next record reported gets
 
 
 class Player:
@@ -345,7 +346,7 @@ class Player:
                 log.warning("cue at %.3fs fired %.0f ms late (machine busy?)",
                             cues[0][1].planned, late * 1000)
             for _, rec in cues:
-                self._notify("action", live.run, rec)
+                self._report(live, rec)
             unsent = next((a for a, rec in cues if a.feedback is FeedbackPolicy.REQUIRED
                            and rec.undelivered), None)
             if unsent is not None:
@@ -454,7 +455,7 @@ class Player:
                 rec.actual = self._clock() - live.start
                 rec.delivery = self._send_safe(action)
                 live.run.records.append(rec)
-                self._notify("action", live.run, rec)
+                self._report(live, rec)
         self._finish(live, outcome, keep_queue=keep_queue)
 
     def _remove_jobs(self, live: _Live) -> None:
@@ -472,6 +473,9 @@ class Player:
         run = live.run
         run.outcome = outcome
         run.ended_at = time.time()
+        for rec in run.records:  # cancelled ones were never reported: placed after the rest
+            if rec.seq < 0 and (rec.delivery is not None or rec.actual is not None):
+                self._place(live, rec)
         self._live = None
         fails = len(run.failures)
         log.info("%s %s: %s, %d cue(s), %d failure(s)", "✔" if not fails else "✖",
@@ -517,7 +521,7 @@ class Player:
                             and rec.delivery is Delivery.PLAYED:
                         rec.delivery = Delivery.FAILED
                         rec.error = "libvlc could not play it"
-                        self._notify("action", live.run, rec)
+                        self._report(live, rec)
                         return
 
         self._post(mark)
@@ -537,7 +541,7 @@ class Player:
             for _, rec in cues:
                 rec.delivery = Delivery.NOT_SENT
                 rec.error = "missed its moment: the machine was too busy"
-                self._notify("action", live.run, rec)
+                self._report(live, rec)
             log.error("%d cue(s) at %.3fs missed their moment (machine too busy); "
                       "not sent", len(cues), cues[0][1].planned if cues else 0.0)
             self._check_done(live)
@@ -546,6 +550,18 @@ class Player:
 
     def _post(self, task: Callable[[], None]) -> None:
         self._events.put(task)
+
+    @staticmethod
+    def _place(live: _Live, rec: ActionRecord) -> None:
+        """Give a record its `seq` once, in the order records are reported; under the lock."""
+        if rec.seq < 0:
+            rec.seq = live.next_seq
+            live.next_seq += 1
+
+    def _report(self, live: _Live, rec: ActionRecord) -> None:
+        """An "action" event for `rec`; the first one places it. The caller holds the lock."""
+        self._place(live, rec)
+        self._notify("action", live.run, rec)
 
     def _notify(self, event: str, run: SceneRun, rec: ActionRecord | None = None) -> None:
         def call() -> None:

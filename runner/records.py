@@ -76,6 +76,9 @@ class ActionRecord:
     feedback: FeedbackStatus = FeedbackStatus.NONE
     feedback_latency: float | None = None
     error: str | None = None
+    # Its row in the run history: given by the player when the record is first reported,
+    # in that order, and never changed (-1: not reported yet). Not part of the JSON.
+    seq: int = -1
 
     @property
     def undelivered(self) -> bool:
@@ -92,6 +95,7 @@ class ActionRecord:
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
+        del d["seq"]
         d["lateness"] = self.lateness
         d["delivery"] = self.delivery.value if self.delivery else None
         d["feedback"] = self.feedback.value

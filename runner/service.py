@@ -539,7 +539,7 @@ class RoomService:
                 self._replace_player()
 
     def _on_record(self, _event: str, run: SceneRun, rec: ActionRecord) -> None:
-        self.history.record_action(run.run_id, rec, self.history.place(run, rec))
+        self.history.record_action(run, rec)
 
     def _changed(self) -> None:
         self.state.notify()

@@ -22,9 +22,9 @@ def _run(run_id: str = "r1", scene: str = "intro", trigger: str = "show:0 14 * *
                    started_at=started if started is not None else time.time(), duration=5.0)
     run.records = [
         ActionRecord(index=0, round=1, planned=0.0, topic="room1/light", message="ON",
-                     route="mqtt"),
+                     route="mqtt", seq=0),
         ActionRecord(index=1, round=1, planned=1.0, topic="room1/steam", message="ON",
-                     route="mqtt"),
+                     route="mqtt", seq=1),
     ]
     return run
 
@@ -36,7 +36,7 @@ def test_a_run_and_its_actions_survive_a_restart(tmp_path: Path) -> None:
     history.record_start(run)
     run.records[0].actual, run.records[0].delivery = 0.002, Delivery.SENT
     run.records[0].feedback, run.records[0].feedback_latency = FeedbackStatus.OK, 0.05
-    history.record_action(run.run_id, run.records[0], 0)
+    history.record_action(run, run.records[0])
     run.records[1].actual, run.records[1].delivery = 1.001, Delivery.SENT
     run.records[1].feedback = FeedbackStatus.TIMEOUT
     history.record_changes(run)
@@ -90,7 +90,7 @@ def test_writes_from_many_threads_all_land(tmp_path: Path) -> None:
         history.record_start(run)
         for rec in run.records:
             rec.actual, rec.delivery = rec.planned, Delivery.SENT
-            history.record_action(run.run_id, rec)
+            history.record_action(run, rec)
         run.outcome, run.ended_at = Outcome.COMPLETED, 1005.0 + i
         history.record_end(run)
 
@@ -214,10 +214,10 @@ def test_listing_runs_reads_only_the_failures_of_a_long_loop(tmp_path: Path) -> 
     for seq in range(3000):
         rec = ActionRecord(index=seq % 5, round=seq // 5, planned=float(seq), route="mqtt",
                            topic="room1/spot1", message="ON", actual=float(seq),
-                           delivery=Delivery.SENT, feedback=FeedbackStatus.OK)
+                           delivery=Delivery.SENT, feedback=FeedbackStatus.OK, seq=seq)
         if seq % 100 == 7:
             rec.feedback = FeedbackStatus.TIMEOUT
-        history.record_action(run.run_id, rec, seq)
+        history.record_action(run, rec)
     try:
         assert history.flush(60), "3000 writes not committed"
         [listed] = history.last_runs(records=False)

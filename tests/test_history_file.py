@@ -24,7 +24,7 @@ def _run(run_id: str, *, started: float, actions: int = 2, scene: str = "intro")
                    started_at=started, duration=5.0)
     run.records = [ActionRecord(index=i, round=1, planned=float(i), topic="room1/light",
                                 message="ON", route="mqtt", actual=float(i),
-                                delivery=Delivery.SENT) for i in range(actions)]
+                                delivery=Delivery.SENT, seq=i) for i in range(actions)]
     return run
 
 

@@ -360,6 +360,25 @@ def test_state_shows_the_next_cue_while_playing(rig: Rig, recorder: Recorder) ->
     assert rig.player.state() is None
 
 
+def test_each_record_gets_its_seq_once_in_the_order_it_is_reported(
+        rig: Rig, recorder: Recorder) -> None:
+    seen: list[tuple[str, int]] = []
+    rig.player.add_record_listener(lambda event, _run, rec: seen.append((event, rec.seq)))
+    run = rig.play(scene(act(0, "room1/a", "1", feedback=NONE),
+                         act(5.0, "room1/a", "2", feedback=NONE)))
+    recorder.wait_for("room1/a", "1")
+    wait_until(lambda: run.records[0].seq >= 0, what="the first cue reported")
+    rig.player.stop()  # the room's safe state (fog OFF) goes out; the 5 s cue is cancelled
+    assert rig.player.wait(5)
+    # Fired, then the safe state when stopped, then the cancelled cue as the run closes.
+    assert [(r.topic, r.delivery, r.seq) for r in run.records] == [
+        ("room1/a", Delivery.SENT, 0), ("room1/a", Delivery.CANCELLED, 2),
+        ("room1/fog", Delivery.SENT, 1)]
+    wait_until(lambda: len(seen) == 2, what="both reports")
+    assert seen == [("action", 0), ("action", 1)]
+    assert "seq" not in run.records[0].to_json()  # the JSON shape is unchanged
+
+
 def test_state_renders_exactly_the_json_of_a_known_run(rig: Rig, recorder: Recorder) -> None:
     """The dashboard and `runner play` read this shape: keys, order and values pinned."""
     assert player_state_json(rig.player.state()) == {"scene": None}

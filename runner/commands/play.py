@@ -118,7 +118,7 @@ def record_into(history: RunHistory, player: Player) -> None:
             history.record_end(run)
 
     def on_record(_event: str, run: SceneRun, rec: ActionRecord) -> None:
-        history.record_action(run.run_id, rec, history.place(run, rec))
+        history.record_action(run, rec)
 
     player.add_listener(on_event)
     player.add_record_listener(on_record)
