@@ -462,3 +462,24 @@ def test_sigterm_after_a_reload_still_stops_the_room_cleanly(
     assert code == 0, served.log
     recorder.wait_for("runner/room1/status", "offline")
     assert "SIGTERM: stopping the room" in served.log and "Stopped" in served.log
+
+
+def test_sigterm_while_a_big_reload_is_read_stops_the_room_without_waiting_for_it(
+        tmp_path: Path, mosquitto: Mosquitto, recorder: Recorder, serve: Serve) -> None:
+    # The reload was read on the signal loop itself: a SIGTERM then waited for the whole
+    # read (seconds for a big config, up to the reload's timeout) before stopping.
+    config = write_room(tmp_path, mosquitto)
+    served = serve(config)
+    lines = ["name: Big", "actions:"] + [
+        f"  - {{at: {i * 0.01:.2f}, topic: room1/light, message: L{i}, feedback: none}}"
+        for i in range(20_000)]
+    (tmp_path / "scenes" / "big.yaml").write_text("\n".join(lines) + "\n")
+    served.signal(signal.SIGHUP)
+    served.wait_log("SIGHUP: reloading")
+    served.signal(signal.SIGTERM)
+    assert served.wait_exit(timeout=30) == 0, served.log
+    recorder.wait_for("runner/room1/status", "offline")
+    log = served.log
+    assert "SIGTERM: stopping the room" in log and "Stopped" in log, log
+    # Stopped while the reload was still being read: it never got to apply.
+    assert "Reloaded" not in log.split("SIGTERM: stopping the room")[0], log

@@ -17,6 +17,8 @@ from runner.errors import RunnerError, ValidationFailed
 from runner.logtime import use_zone, zone_named
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from runner.service import RoomService
 
 log = logging.getLogger("serve")
@@ -50,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     # and a SIGTERM meanwhile must still stop the room within 2 s.
     starter = threading.Thread(target=_start, args=(service,), name="start", daemon=True)
     starter.start()
+    reloader: threading.Thread | None = None
     while True:
         sig = signal.sigwait(SIGNALS)
         if sig != signal.SIGHUP:
@@ -57,9 +60,17 @@ def run(args: argparse.Namespace) -> int:
         if config.source is None:
             log.warning("SIGHUP: there is no config file to reload (running on defaults)")
             continue
+        if reloader is not None and reloader.is_alive():
+            log.warning("SIGHUP: a reload of %s is still being read; send SIGHUP again "
+                        "once it is done", config.source)
+            continue
         log.info("SIGHUP: reloading %s", config.source)
-        service.reload(config.source)
-        use_zone(zone_named(service.config.timezone))  # a new `timezone:` moves the log too
+        # Read beside the signal loop: a big config takes its child process seconds
+        # (up to the reload's timeout), and a SIGTERM meanwhile must still stop the room
+        # within the shutdown deadline.
+        reloader = threading.Thread(target=_reload, args=(service, config.source),
+                                    name="reload", daemon=True)
+        reloader.start()
     log.info("%s: stopping the room", signal.Signals(sig).name)
     stopper = threading.Thread(target=service.shutdown, name="shutdown", daemon=True)
     stopper.start()
@@ -73,6 +84,11 @@ def run(args: argparse.Namespace) -> int:
         os._exit(EXIT_OK if safe else EXIT_ERROR)
     log.info("Stopped")
     return EXIT_OK
+
+
+def _reload(service: RoomService, source: Path) -> None:
+    service.reload(source)
+    use_zone(zone_named(service.config.timezone))  # a new `timezone:` moves the log too
 
 
 def _back_to_sigwait(sig: int, _frame: object) -> None:
