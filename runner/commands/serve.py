@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import multiprocessing
 import os
 import signal
 import sys
@@ -83,6 +84,13 @@ def run(args: argparse.Namespace) -> int:
         logging.shutdown()
         os._exit(EXIT_OK if safe else EXIT_ERROR)
     log.info("Stopped")
+    if reloader is not None and reloader.is_alive():
+        # A reload still being read: its child would hold the exit (concurrent.futures
+        # joins its pool at exit) until the read ends. Nothing of it is wanted now.
+        for child in multiprocessing.active_children():
+            child.kill()  # it only reads files: nothing to tidy
+        logging.shutdown()
+        os._exit(EXIT_OK)
     return EXIT_OK
 
 
