@@ -125,8 +125,7 @@ def scenario(name: str, cues: int, runner_src: Path | None) -> tuple[list[float]
 
         sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-sub")
         sub.on_message = on_message
-        sub.on_connect = lambda c, *a: (c.subscribe(CUE_TOPIC, 0),
-                                        c.subscribe("runner/room1/status", 1))
+        sub.on_connect = lambda c, *a: c.subscribe([(CUE_TOPIC, 0), ("runner/room1/status", 1)])
         sub.connect(broker.host, broker.port)
         sub.loop_start()
         pub = client(broker, "bench-pub")

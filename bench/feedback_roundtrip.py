@@ -60,7 +60,10 @@ def subscribe_and_wait(client: mqtt.Client, topic: str) -> None:
 def start_device(broker: Mosquitto, command: str, answer_topic: str) -> mqtt.Client:
     """An ESP32 stand-in that answers every command with OK at once; one per path."""
     device = connected_paho(broker, f"bench-device-{command}")
-    device.on_message = lambda c, _u, m: c.publish(answer_topic, "OK", qos=1)
+    def answer(c: mqtt.Client, _u: object, _m: mqtt.MQTTMessage) -> None:
+        c.publish(answer_topic, "OK", qos=1)
+
+    device.on_message = answer
     subscribe_and_wait(device, command)
     return device
 

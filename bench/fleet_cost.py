@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,6 +41,24 @@ def rss_kb() -> int:
     return 0
 
 
+def _subscribe_then(topic: str, up: threading.Semaphore) -> Callable[..., None]:
+    """on_connect of a baseline device: subscribe to its command topic, then count it up."""
+    def on_connect(c: mqtt.Client, *_a: object) -> None:
+        c.subscribe(topic, 1)
+        up.release()
+    return on_connect
+
+
+def _answer_ok(c: mqtt.Client, _u: object, _m: mqtt.MQTTMessage) -> None:
+    # The baseline device: answers OK at once, from its own network thread.
+    c.publish("room1/status", "OK", qos=1)
+
+
+def _no_delay(_c: mqtt.Client, _u: object, sock: object) -> None:
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 def measure(variant: str, port: int, devices: int, commands: int) -> None:
     """Runs in a child process; prints one tab-separated result line."""
     threads0, rss0 = threading.active_count(), rss_kb()
@@ -56,9 +75,8 @@ def measure(variant: str, port: int, devices: int, commands: int) -> None:
         for i in range(devices):
             c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"x{i}")
             c.will_set(f"devices/x{i}/status", "offline", qos=1, retain=True)
-            # The baseline device: answers OK at once, from its own network thread.
-            c.on_connect = lambda c, *_a, i=i: (c.subscribe(f"room1/t{i}", 1), up.release())
-            c.on_message = lambda c, _u, _m: c.publish("room1/status", "OK", qos=1)
+            c.on_connect = _subscribe_then(f"room1/t{i}", up)
+            c.on_message = _answer_ok
             c.connect("127.0.0.1", port)
             c.loop_start()
             clients.append(c)
@@ -73,8 +91,7 @@ def measure(variant: str, port: int, devices: int, commands: int) -> None:
         # per answer, not a queue under a burst.
         answered = threading.Event()
         probe = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-probe")
-        probe.on_socket_open = lambda _c, _u, sock: sock.setsockopt(
-            socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        probe.on_socket_open = _no_delay
         probe.on_message = lambda *_a: answered.set()
         subscribed = threading.Event()
         probe.on_subscribe = lambda *_a: subscribed.set()

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from apscheduler.schedulers.background import BackgroundScheduler
+from paho.mqtt.enums import CallbackAPIVersion
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -41,7 +42,7 @@ class Subscriber:
     def __init__(self, broker: Mosquitto) -> None:
         self.arrivals: dict[tuple[str, str], float] = {}
         self.lock = threading.Lock()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-sub")
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-sub")
         ready = threading.Event()
         self.client.on_connect = lambda c, *_: c.subscribe("bench/#", 1)
         self.client.on_subscribe = lambda *_: ready.set()
@@ -80,7 +81,7 @@ def pattern(prefix: str, run: int, bursts: int, burst: int, gap: float,
 
 
 def publisher(broker: Mosquitto, name: str) -> mqtt.Client:
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=name)
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=name)
     c.connect(broker.host, broker.port)
     c.loop_start()
     return c

@@ -20,6 +20,7 @@ from typing import Any
 import httpx2
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
@@ -162,7 +163,7 @@ def bearer(token: str = TOKEN) -> dict[str, str]:
 
 
 def answer_ok(mosquitto: Mosquitto, topic: str = "room1/status", payload: str = "OK") -> None:
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="dashboard-test-device")
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="dashboard-test-device")
     c.connect(mosquitto.host, mosquitto.port)
     c.loop_start()
     c.publish(topic, payload, qos=1).wait_for_publish(5)

@@ -39,7 +39,7 @@ NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 def answers(url: str) -> bool:
     try:
         with NO_PROXY.open(url, timeout=3) as r:
-            return r.status == 200
+            return bool(r.status == 200)
     except (OSError, urllib.error.URLError):
         return False
 

@@ -63,7 +63,8 @@ def test_serve_and_play_subscribe_the_same_presence_and_feedback_topics(
         service.start()
         assert service.client.connected
         # serve adds its trigger and command topics, after the same ones as play's.
-        assert service.mqtt.subscriptions == (*expected, "room1/button", "runner/room1/cmd")
+        after_start: tuple[str, ...] = service.mqtt.subscriptions  # read again, not narrowed
+        assert after_start == (*expected, "room1/button", "runner/room1/cmd")
         # At the broker: an answer on the override reaches the tracker.
         answer_reaches_tracker(service.mqtt, device)
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Iterator
@@ -196,7 +197,7 @@ def test_the_room_work_queue_is_bounded_and_says_so_once(
     ran: list[int] = []
     service._submit(lambda: release.wait(30))  # the worker is busy with one
     for i in range(10 * MAX_PENDING_WORK):
-        service._submit(lambda i=i: ran.append(i))
+        service._submit(functools.partial(ran.append, i))
     release.set()
     wait_until(lambda: len(ran) == MAX_PENDING_WORK - 1, what="the queued work done")
     service._submit(lambda: ran.append(-1))  # room again once the queue drained
