@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+from multiprocessing import resource_tracker
 from typing import TYPE_CHECKING
 
 from runner.cli import EXIT_ERROR, EXIT_OK
@@ -26,15 +27,22 @@ log = logging.getLogger("serve")
 
 SHUTDOWN_DEADLINE = 1.8  # seconds: systemd and people expect the room to stop within 2
 SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+SIGNAL_POLL = 0.5  # seconds: how often the signal loop wakes (see _back_to_sigwait)
 
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     # Blocked before any thread exists, so every thread inherits the mask and the
     # signals wait for sigwait() below: no handler ever runs in the middle of a lock.
+    # A reload reads the config in a spawned child, which needs multiprocessing's
+    # resource tracker; starting that unblocks SIGINT and SIGTERM in the calling thread
+    # (CPython's resource_tracker.ensure_running). Started here, before the mask, it
+    # unblocks nothing later.
+    resource_tracker.ensure_running()
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
-    # Should a library unblock one of them in some thread for a moment, the signal is
-    # handed back to sigwait() instead of killing the room with its default action.
+    # Should a library unblock one of them in some thread for a moment anyway, the
+    # signal is handed back to the signal loop instead of killing the room with its
+    # default action (the loop wakes twice a second so that this handler gets to run).
     for each in SIGNALS:
         signal.signal(each, _back_to_sigwait)
     from runner.service import RoomService  # noqa: PLC0415 - paho, vlc: only for serve
@@ -55,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     starter.start()
     reloader: threading.Thread | None = None
     while True:
-        sig = signal.sigwait(SIGNALS)
+        sig = _next_signal()
         if sig != signal.SIGHUP:
             break
         if config.source is None:
@@ -99,8 +107,16 @@ def _reload(service: RoomService, source: Path) -> None:
     use_zone(zone_named(service.config.timezone))  # a new `timezone:` moves the log too
 
 
+def _next_signal() -> int:
+    while True:
+        got = signal.sigtimedwait(SIGNALS, SIGNAL_POLL)
+        if got is not None:
+            return got.si_signo
+
+
 def _back_to_sigwait(sig: int, _frame: object) -> None:
-    # Runs on the main thread once the mask is back: the signal stays pending for sigwait.
+    # Runs on the main thread between two waits: sent again, the signal now stays
+    # pending (blocked everywhere) for the signal loop.
     os.kill(os.getpid(), sig)
 
 
