@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.brokers import Mosquitto, free_port
+from tests.conftest import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(900)
@@ -104,15 +104,21 @@ def _serve_answers_then_stops(venv: Path, env: dict[str, str], config: Path, por
                             cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 60
-        answer = None
-        while answer is None and time.monotonic() < deadline and proc.poll() is None:
+        got: list[str] = []
+
+        def answered() -> bool:
+            if proc.poll() is not None:
+                return True  # it died: the assert below says so
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status",
                                             timeout=2) as r:
-                    answer = r.read().decode()
+                    got.append(r.read().decode())
             except OSError:
-                time.sleep(0.1)
+                return False
+            return True
+
+        wait_until(answered, 60, interval=0.1, what="the installed dashboard to answer")
+        answer = got[0] if got else None
         assert answer is not None and '"room1"' in answer, (answer, proc.poll())
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
